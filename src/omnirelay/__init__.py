@@ -1,0 +1,3 @@
+"""OmniRelay: a self-hosted LLM API gateway."""
+
+__version__ = "0.1.0"

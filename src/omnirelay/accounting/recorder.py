@@ -1,0 +1,73 @@
+"""Usage records leave the request path through an in-memory buffer that a background task writes
+to the store in batches. `record()` never awaits and never touches the database.
+
+A failed write keeps its batch and retries with backoff (nothing is dropped while the process
+lives); `close()` drains the buffer, and is called on shutdown after in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from omnirelay.storage.base import Store
+from omnirelay.storage.records import UsageRecord
+
+log = logging.getLogger("omnirelay.usage")
+
+
+class UsageRecorder:
+    def __init__(self, store: Store, flush_interval: float = 0.5, max_batch: int = 1000) -> None:
+        self._store = store
+        self._interval = flush_interval
+        self._max_batch = max_batch
+        self._buffer: list[UsageRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.written = 0
+
+    def record(self, rec: UsageRecord) -> None:
+        self._buffer.append(rec)
+        if len(self._buffer) >= self._max_batch:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            backoff = self._interval if await self.flush() else min(backoff * 2, 30.0)
+
+    async def flush(self) -> bool:
+        """Write everything buffered so far. Returns False (and keeps the records) on failure."""
+        while self._buffer:
+            batch = self._buffer[: self._max_batch]
+            try:
+                await self._store.add_usage(batch)
+            except Exception:
+                log.exception("writing %d usage records failed; will retry", len(batch))
+                return False
+            del self._buffer[: len(batch)]
+            self.written += len(batch)
+        return True
+
+    async def close(self, attempts: int = 5) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        for _ in range(attempts):
+            if await self.flush():
+                return
+            await asyncio.sleep(0.5)
+        log.error("%d usage records could not be written at shutdown", len(self._buffer))

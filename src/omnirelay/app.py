@@ -1,0 +1,145 @@
+"""The ASGI application: routes, the per-request wrapper (request id, auth, usage record, errors),
+health checks and the lifespan that builds and closes the runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from omnirelay import pipeline
+from omnirelay.config import Config
+from omnirelay.errors import GatewayError, NotFound
+from omnirelay.ingress.openai_chat import error_body
+from omnirelay.passthrough import Call
+from omnirelay.runtime import Runtime, start_runtime
+from omnirelay.transport import json
+from omnirelay.transport.responses import StreamResponse
+
+log = logging.getLogger("omnirelay")
+Handler = Callable[[Runtime, Request, Call], Awaitable[Response | StreamResponse]]
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def error_response(err: GatewayError, request_id: str, extra: dict[str, str] | None = None) -> Response:
+    headers = dict(err.headers)
+    if extra:
+        headers.update(extra)
+    headers["x-request-id"] = request_id
+    return Response(
+        json.dumps(error_body(err)), status_code=err.status, headers=headers, media_type="application/json"
+    )
+
+
+def endpoint(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response | StreamResponse]]:
+    """Wrap a pipeline handler: request id, authentication, errors in OpenAI's shape, one usage record."""
+
+    async def route(request: Request) -> Response | StreamResponse:
+        rt: Runtime = request.app.state.runtime
+        client = request.client
+        call = Call(new_request_id(), name, client.host if client else None)
+        try:
+            call.key_id = rt.auth.authenticate(request.headers).key_id
+            response = await handler(rt, request, call)
+        except GatewayError as exc:
+            call.status, call.error = exc.status, exc.message
+            rt.finish(call)
+            return error_response(exc, call.request_id, call.headers())
+        except Exception:
+            log.exception("request %s failed inside the gateway", call.request_id)
+            err = GatewayError("The gateway failed to process the request.", status=500)
+            call.status, call.error = 500, "internal error"
+            rt.finish(call)
+            return error_response(err, call.request_id)
+        if isinstance(response, StreamResponse):
+
+            def on_close(disconnected: bool) -> None:
+                if disconnected and call.status < 400:
+                    call.status, call.error = 499, "client disconnected"
+                rt.finish(call)
+
+            response.on_close = on_close
+        else:
+            call.status = response.status_code
+            rt.finish(call)
+        return response
+
+    return route
+
+
+async def health(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def ready(request: Request) -> Response:
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    store_ok = rt is not None and await rt.store.ping()
+    body = {
+        "status": "ready" if store_ok else "unavailable",
+        "store": store_ok,
+        "config": rt is not None,
+        "providers": len(rt.providers) if rt else 0,
+    }
+    return Response(json.dumps(body), status_code=200 if store_ok else 503, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        err: GatewayError = NotFound(f"Unknown path {request.url.path!r}.", code="unknown_url")
+    else:
+        err = GatewayError(str(exc.detail), status=exc.status_code, type="invalid_request_error")
+    return error_response(err, new_request_id())
+
+
+ROUTES = [
+    ("POST", "/v1/chat/completions", "chat.completions", pipeline.chat_completions),
+    ("POST", "/v1/embeddings", "embeddings", pipeline.embeddings),
+    ("POST", "/v1/completions", "completions", pipeline.openai_json_endpoint("/completions", streams=True)),
+    (
+        "POST",
+        "/v1/moderations",
+        "moderations",
+        pipeline.openai_json_endpoint("/moderations", default_model="omni-moderation-latest"),
+    ),
+    (
+        "POST",
+        "/v1/images/generations",
+        "images.generations",
+        pipeline.openai_json_endpoint("/images/generations", default_model="dall-e-2"),
+    ),
+    ("POST", "/v1/audio/speech", "audio.speech", pipeline.openai_json_endpoint("/audio/speech")),
+    ("POST", "/v1/audio/transcriptions", "audio.transcriptions", pipeline.transcriptions),
+    ("GET", "/v1/models", "models", pipeline.list_models),
+    ("GET", "/v1/models/{model:path}", "models", pipeline.get_model),
+]
+
+
+def create_app(
+    config: Config, data_dir: Path, on_ready: Callable[[Runtime], None] | None = None
+) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt = await start_runtime(config, data_dir)
+        app.state.runtime = rt
+        if on_ready is not None:
+            on_ready(rt)
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
+    routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -1,0 +1,196 @@
+"""The `omnirelay` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omnirelay import __version__
+from omnirelay.config import Config, ConfigError, from_environment, load
+from omnirelay.policy.auth import mask
+from omnirelay.runtime import Runtime
+
+DEFAULT_DATA_DIR = "./omnirelay-data"
+_SERVE_ENV = "OMNIRELAY_INTERNAL_SERVE"  # hands the parsed options to a granian worker process
+
+
+def _config(path: str | None) -> Config:
+    return load(path) if path else from_environment()
+
+
+def _data_dir(arg: str | None, config: Config) -> Path:
+    return Path(arg or os.environ.get("OMNIRELAY_DATA_DIR") or config.data_dir or DEFAULT_DATA_DIR)
+
+
+def _banner(host: str, port: int) -> object:
+    def on_ready(rt: Runtime) -> None:
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown_host}:{port}"
+        model = next(iter(rt.router.models()), ("mock", ""))[0]
+        lines = [
+            f"OmniRelay {__version__} is listening on {base}",
+            f"  OpenAI base URL: {base}/v1",
+            f"  data directory:  {rt.data_dir.resolve()}",
+            f"  providers:       {', '.join(p.name for p in rt.providers) or 'none'}",
+        ]
+        if rt.new_master_key:
+            key = rt.new_master_key
+            lines += [
+                f"  master key:      {key}",
+                "  (generated now and stored only as a hash: copy it now;"
+                " `omnirelay master-key --reset` makes a new one)",
+            ]
+        else:
+            key = "<your master key>"
+            lines.append("  master key:      set (as configured, or as shown at first start)")
+        lines += [
+            "Try it:",
+            f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\'',
+        ]
+        print("\n".join(lines), flush=True)
+
+    return on_ready
+
+
+def _serve_uvicorn(config: Config, data_dir: Path, host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    from omnirelay.app import create_app
+
+    app = create_app(config, data_dir, on_ready=_banner(host, port))  # type: ignore[arg-type]
+    server_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(config.server.graceful_shutdown_seconds) or None,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=75,
+    )
+    server = uvicorn.Server(server_config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _serve_granian(args: argparse.Namespace, host: str, port: int) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    os.environ[_SERVE_ENV] = "\x1f".join([args.config or "", args.data_dir or "", host, str(port)])
+    Granian(
+        "omnirelay.cli:granian_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        log_access=False,
+    ).serve()
+    return 0
+
+
+def granian_app() -> object:
+    """Factory for a granian worker process (`omnirelay serve --server granian`)."""
+    from omnirelay.app import create_app
+
+    config_path, data_dir, host, port = os.environ[_SERVE_ENV].split("\x1f")
+    config = _config(config_path or None)
+    return create_app(config, _data_dir(data_dir or None, config), on_ready=_banner(host, int(port)))  # type: ignore[arg-type]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    if args.http_client:
+        config.http_client = args.http_client
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    data_dir = _data_dir(args.data_dir, config)
+    if args.server == "granian":
+        return _serve_granian(args, host, port)
+    return _serve_uvicorn(config, data_dir, host, port, args.log_level)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    for provider in config.providers:
+        models = ", ".join(provider.model_map())
+        keys = ", ".join(mask(k) for k in provider.api_keys) or "no key"
+        print(f"{provider.name} ({provider.type}): {models} [{keys}]")
+    print(f"{args.config}: OK, {len(config.providers)} provider(s)")
+    return 0
+
+
+def cmd_master_key(args: argparse.Namespace) -> int:
+    from omnirelay.runtime import reset_master_key
+
+    if not args.reset:
+        print(
+            "The master key is stored only as a hash. Use --reset to generate a new one "
+            "(the old one stops working at the gateway's next start)."
+        )
+        return 2
+    config = _config(args.config)
+    key = asyncio.run(reset_master_key(config, _data_dir(args.data_dir, config)))
+    print(key)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omnirelay", description="A self-hosted LLM API gateway.")
+    p.add_argument("--version", action="version", version=f"omnirelay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config", "-c", help="YAML config file (default: providers from the environment + mock)"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", "-p", type=int, help="port (default 8080)")
+    serve.add_argument(
+        "--data-dir", help=f"data directory (default $OMNIRELAY_DATA_DIR or {DEFAULT_DATA_DIR})"
+    )
+    serve.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="ASGI server (uvicorn is the measured default)",
+    )
+    serve.add_argument("--http-client", choices=["aiohttp", "httpx"], help="upstream HTTP client")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(fn=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and show what it configures")
+    check.add_argument("config")
+    check.set_defaults(fn=cmd_check)
+
+    mk = sub.add_parser("master-key", help="manage the master key")
+    mk.add_argument("--reset", action="store_true", help="generate a new master key and print it")
+    mk.add_argument("--config", "-c")
+    mk.add_argument("--data-dir")
+    mk.set_defaults(fn=cmd_master_key)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"omnirelay: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,260 @@
+"""Declarative configuration: YAML with ${VAR} substitution, validated before anything starts.
+
+A bad file yields one `ConfigError` naming the file, the line and key, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from omnirelay.providers.presets import PRESETS
+
+PROVIDER_TYPES = ("openai", "openai-compatible", "mock")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    name: str = Field(min_length=1)
+    upstream: str | None = None
+
+
+class TimeoutsConfig(_Strict):
+    connect: float = Field(10.0, gt=0)
+    first_byte: float = Field(300.0, gt=0)
+    idle: float = Field(300.0, gt=0)
+
+
+class MockOptions(_Strict):
+    latency_ms: float = Field(0.0, ge=0)
+    chunks: int = Field(4, ge=1, le=10_000)
+    chunk_delay_ms: float = Field(0.0, ge=0)
+    tool_calls: bool = True
+
+
+class ProviderConfig(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: str
+    base_url: str | None = None
+    api_keys: list[str] = Field(default_factory=list)
+    models: list[str | ModelEntry] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    max_connections: int = Field(512, ge=1)
+    mock: MockOptions = Field(default_factory=MockOptions)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in PROVIDER_TYPES and value not in PRESETS:
+            known = ", ".join([*PROVIDER_TYPES, *sorted(set(PRESETS) - set(PROVIDER_TYPES))])
+            raise ValueError(f"unknown provider type {value!r}; expected one of: {known}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"base_url must be an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProviderConfig:
+        preset = PRESETS.get(self.type)
+        if self.type == "openai-compatible" and not self.base_url:
+            raise ValueError("type openai-compatible needs a base_url")
+        if self.type != "mock":
+            if not self.api_keys and preset is not None:
+                self.api_keys = keys_from_env(preset.key_env)
+            if (
+                not self.api_keys
+                and (preset is None or preset.needs_key)
+                and self.type != "openai-compatible"
+            ):
+                env = " or ".join(preset.key_env) if preset else "api_keys"
+                raise ValueError(f"provider {self.name!r} has no api_keys (set api_keys or {env})")
+        if not self.models and preset is not None:
+            self.models = list(preset.models)
+        if not self.models and self.type == "mock":
+            self.models = ["mock"]
+        if not self.models:
+            raise ValueError(f"provider {self.name!r} lists no models")
+        return self
+
+    def model_map(self) -> dict[str, str]:
+        """Public model name → upstream model name."""
+        out: dict[str, str] = {}
+        for entry in self.models:
+            if isinstance(entry, str):
+                out[entry] = entry
+            else:
+                out[entry.name] = entry.upstream or entry.name
+        return out
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    graceful_shutdown_seconds: float = Field(30.0, ge=0)
+
+
+class UsageConfig(_Strict):
+    flush_interval_seconds: float = Field(0.5, gt=0)
+    max_batch: int = Field(1000, ge=1)
+
+
+class Config(_Strict):
+    master_key: str | None = Field(None, min_length=8)
+    data_dir: str | None = None
+    database_url: str | None = None
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for provider in self.providers:
+            if provider.name in seen:
+                raise ValueError(f"provider name {provider.name!r} is used twice")
+            seen.add(provider.name)
+        return self
+
+
+def keys_from_env(names: tuple[str, ...]) -> list[str]:
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return [k.strip() for k in value.split(",") if k.strip()]
+    return []
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _substitute(node: yaml.Node, path: str) -> None:
+    if isinstance(node, yaml.ScalarNode):
+        if "${" in node.value:
+
+            def repl(m: re.Match[str]) -> str:
+                value = os.environ.get(m.group(1))
+                if value is None:
+                    if m.group(2) is not None:
+                        return m.group(2)
+                    raise ConfigError(
+                        f"{path}:{node.start_mark.line + 1}: environment variable {m.group(1)} is not set"
+                    )
+                return value
+
+            node.value = _VAR.sub(repl, node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _substitute(child, path)
+    elif isinstance(node, yaml.MappingNode):
+        for _key, child in node.value:
+            _substitute(child, path)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is not None:
+                _substitute(root, path)
+            data = loader.construct_document(root) if root is not None else {}
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        # For a union, the branch that got furthest explains the problem best.
+        first = max(exc.errors(), key=lambda e: len(e["loc"]))
+        # Drop pydantic's union-branch markers (e.g. 'str', 'ModelEntry') from the location.
+        loc = tuple(p for p in first["loc"] if not _is_union_tag(p))
+        line = _line_of(root, loc)
+        where = f"{path}:{line}" if line else path
+        key = _dotted(loc) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"{where}: {key}: {message}{more}") from None
+
+
+def _is_union_tag(part: int | str) -> bool:
+    """pydantic puts the tried branch of a union into `loc` ('str', 'ModelEntry', 'function-after[..]')."""
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool", "list", "dict"} or part[:1].isupper() or "[" in part
+    )
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror}") from None
+    return parse(text, str(p))
+
+
+def from_environment() -> Config:
+    """The zero-config default: the mock provider plus every preset whose key is in the environment."""
+    providers: list[dict[str, Any]] = [{"name": "mock", "type": "mock"}]
+    for name, preset in PRESETS.items():
+        if preset.needs_key and preset.models and keys_from_env(preset.key_env):
+            providers.append({"name": name, "type": name})
+    return Config.model_validate({"providers": providers})

@@ -1,0 +1,118 @@
+"""Everything a running gateway holds, built at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omnirelay.accounting.recorder import UsageRecorder
+from omnirelay.config import Config
+from omnirelay.passthrough import Call
+from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
+from omnirelay.providers.catalog import Provider, build_providers
+from omnirelay.routing.router import Router
+from omnirelay.storage.base import Store
+from omnirelay.storage.records import UsageRecord
+from omnirelay.storage.sql import open_store, sqlite_url
+
+log = logging.getLogger("omnirelay")
+MASTER_KEY_SETTING = "master_key_sha256"
+
+
+@dataclass(slots=True)
+class Runtime:
+    config: Config
+    data_dir: Path
+    store: Store
+    recorder: UsageRecorder
+    providers: list[Provider]
+    router: Router
+    auth: Authenticator
+    started: int
+    new_master_key: str | None = None  # set only when this start generated it
+
+    def finish(self, call: Call) -> None:
+        """Leave the usage record of a finished request (buffered; written in the background)."""
+        usage = call.usage
+        now = time.perf_counter()
+        self.recorder.record(
+            UsageRecord(
+                ts=call.ts,
+                request_id=call.request_id,
+                key_id=call.key_id,
+                endpoint=call.endpoint,
+                model=call.model,
+                provider=call.provider,
+                upstream_model=call.upstream_model,
+                status=call.status,
+                stream=call.stream,
+                ttfb_ms=None if call.ttfb is None else round(call.ttfb * 1000, 3),
+                latency_ms=round((now - call.started) * 1000, 3),
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+                cached_input_tokens=usage.cached_input_tokens if usage else 0,
+                cache_write_tokens=usage.cache_write_tokens if usage else 0,
+                reasoning_tokens=usage.reasoning_tokens if usage else 0,
+                usage_estimated=usage.estimated if usage else False,
+                client_ip=call.client_ip,
+                error=call.error[:500] if call.error else None,
+            )
+        )
+
+    async def close(self) -> None:
+        await self.recorder.close()
+        for provider in self.providers:
+            await provider.close()
+        await self.store.close()
+
+
+def prepare_data_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+async def start_runtime(config: Config, data_dir: Path) -> Runtime:
+    prepare_data_dir(data_dir)
+    store = open_store(config.database_url or sqlite_url(data_dir))
+    await store.start()
+    new_key = None
+    configured = config.master_key or os.environ.get("OMNIRELAY_MASTER_KEY")
+    if configured:
+        master_hash = hash_key(configured)
+    else:
+        stored = await store.get_setting(MASTER_KEY_SETTING)
+        if stored is None:
+            new_key = generate_master_key()
+            stored = hash_key(new_key)
+            await store.set_setting(MASTER_KEY_SETTING, stored)
+        master_hash = stored
+    recorder = UsageRecorder(store, config.usage.flush_interval_seconds, config.usage.max_batch)
+    recorder.start()
+    providers = build_providers(config)
+    return Runtime(
+        config=config,
+        data_dir=data_dir,
+        store=store,
+        recorder=recorder,
+        providers=providers,
+        router=Router(providers),
+        auth=Authenticator(master_hash),
+        started=int(time.time()),
+        new_master_key=new_key,
+    )
+
+
+async def reset_master_key(config: Config, data_dir: Path) -> str:
+    prepare_data_dir(data_dir)
+    store = open_store(config.database_url or sqlite_url(data_dir))
+    await store.start()
+    try:
+        key = generate_master_key()
+        await store.set_setting(MASTER_KEY_SETTING, hash_key(key))
+        return key
+    finally:
+        await store.close()

@@ -1,0 +1,38 @@
+"""The durable-storage interface. SQLite is the embedded implementation; PostgreSQL uses the same
+SQL implementation with another URL (see `omnirelay.storage.sql`)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from omnirelay.storage.records import UsageRecord
+
+
+class Store(ABC):
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and bring the schema to the newest migration."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> bool: ...
+
+    @abstractmethod
+    async def get_setting(self, name: str) -> str | None: ...
+
+    @abstractmethod
+    async def set_setting(self, name: str, value: str) -> None: ...
+
+    @abstractmethod
+    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Insert a batch atomically; a record already stored (same request_id) is not duplicated."""
+
+    @abstractmethod
+    async def list_usage(self, limit: int = 100) -> list[UsageRecord]:
+        """The newest records first."""
+
+    @abstractmethod
+    async def count_usage(self) -> int: ...

@@ -1,0 +1,28 @@
+"""Plain records the store persists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    ts: float  # unix seconds when the request arrived
+    request_id: str
+    key_id: str
+    endpoint: str
+    model: str  # as the client asked
+    provider: str | None
+    upstream_model: str | None
+    status: int
+    stream: bool
+    ttfb_ms: float | None
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_estimated: bool = False
+    client_ip: str | None = None
+    error: str | None = None

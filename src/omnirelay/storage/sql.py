@@ -1,0 +1,107 @@
+"""The Store on SQLAlchemy 2 (async): SQLite through aiosqlite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from omnirelay.storage import tables
+from omnirelay.storage.base import Store
+from omnirelay.storage.records import UsageRecord
+
+_USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
+
+
+def sqlite_url(data_dir: str | Path) -> str:
+    return f"sqlite+aiosqlite:///{Path(data_dir).resolve() / 'omnirelay.db'}"
+
+
+def _migrate(conn: sa.Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+class SqlStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        if url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def start(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_migrate)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def get_setting(self, name: str) -> str | None:
+        async with self.engine.connect() as conn:
+            row = await conn.execute(sa.select(tables.settings.c.value).where(tables.settings.c.name == name))
+            return row.scalar_one_or_none()
+
+    async def set_setting(self, name: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.delete(tables.settings).where(tables.settings.c.name == name))
+            await conn.execute(sa.insert(tables.settings).values(name=name, value=value))
+
+    async def add_usage(self, records: Sequence[UsageRecord]) -> None:
+        if not records:
+            return
+        rows = [{f: getattr(r, f) for f in _USAGE_FIELDS} for r in records]
+        async with self.engine.begin() as conn:
+            await self._insert_new(conn, rows)
+
+    async def _insert_new(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        # A batch retried after a failure that happened past the commit must not duplicate rows.
+        ids = [r["request_id"] for r in rows]
+        existing = await conn.execute(
+            sa.select(tables.usage_records.c.request_id).where(tables.usage_records.c.request_id.in_(ids))
+        )
+        seen = set(existing.scalars())
+        fresh = [r for r in rows if r["request_id"] not in seen]
+        if fresh:
+            await conn.execute(sa.insert(tables.usage_records), fresh)
+
+    async def list_usage(self, limit: int = 100) -> list[UsageRecord]:
+        cols = [tables.usage_records.c[f] for f in _USAGE_FIELDS]
+        query = sa.select(*cols).order_by(tables.usage_records.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            result = await conn.execute(query)
+            return [UsageRecord(**row._asdict()) for row in result]
+
+    async def count_usage(self) -> int:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sa.select(sa.func.count()).select_from(tables.usage_records))
+            return int(result.scalar_one())
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def open_store(url: str) -> Store:
+    return SqlStore(url)

@@ -1,0 +1,39 @@
+"""Table definitions (SQLAlchemy Core). Schema changes go through a migration in migrations/versions."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True, index=True),
+    sa.Column("key_id", sa.String(64), nullable=False, index=True),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("provider", sa.String(128)),
+    sa.Column("upstream_model", sa.String(256)),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("ttfb_ms", sa.Float),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("output_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("cached_input_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("cache_write_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("usage_estimated", sa.Boolean, nullable=False, default=False),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("error", sa.Text),
+)

@@ -1,0 +1,67 @@
+"""ASGI responses for the hot path.
+
+`StreamResponse` relays an async iterator of bytes and, unlike a plain streaming response, watches
+for the client going away: it then cancels the relay and closes the iterator at once, so the
+upstream request is cancelled instead of running on until the next write fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class StreamResponse:
+    def __init__(
+        self, body: AsyncIterator[bytes], headers: list[tuple[bytes, bytes]], status: int = 200
+    ) -> None:
+        self.body = body
+        self.headers = headers
+        self.status = status
+        self.on_close: Callable[[bool], None] | None = None  # called once, with "client went away"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.create_task(self._relay(send))
+        watch = asyncio.create_task(_wait_disconnect(receive))
+        disconnected = False
+        try:
+            await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
+            disconnected = not relay.done() or relay.exception() is not None
+        finally:
+            if not relay.done():
+                relay.cancel()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await relay
+            aclose = getattr(self.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if self.on_close is not None:
+                self.on_close(disconnected)
+
+    async def _relay(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        async for chunk in self.body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,79 @@
+"""Shared fixtures: a fake OpenAI upstream and a gateway in front of it, both on loopback."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omnirelay.app import create_app
+from omnirelay.config import Config
+from tests.fakes import FakeState, ServerThread, create_app as create_fake
+
+MASTER_KEY = "sk-or-test-master-key-0123456789"
+UPSTREAM_KEYS = ["sk-upstream-aaaaaaaaaaaaaaaa", "sk-upstream-bbbbbbbbbbbbbbbb"]
+FAKE_MODELS = [
+    "gpt-4o-mini", {"name": "fast", "upstream": "gpt-4o-mini"}, "fail-429", "fail-500", "fail-503", "fail-400",
+    "bad-json", "cut-stream", "slow-stream", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
+    "omni-moderation-latest", "dall-e-3", "tts-1", "whisper-1",
+]
+
+
+class Gateway:
+    def __init__(self, server: ServerThread, data_dir: Path) -> None:
+        self.server = server
+        self.base_url = server.base_url
+        self.data_dir = data_dir
+
+    def usage(self, request_id: str | None = None, wait: float = 3.0) -> list[dict[str, Any]]:
+        """Usage records as stored in SQLite (waits for the background writer when asked for one id)."""
+        deadline = time.monotonic() + wait
+        while True:
+            conn = sqlite3.connect(self.data_dir / "omnirelay.db")
+            conn.row_factory = sqlite3.Row
+            try:
+                query = "SELECT * FROM usage_records" + (" WHERE request_id = ?" if request_id else "")
+                rows = [dict(r) for r in conn.execute(query, (request_id,) if request_id else ())]
+            finally:
+                conn.close()
+            if rows or request_id is None or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+def gateway_config(fake_url: str, **overrides: Any) -> Config:
+    raw: dict[str, Any] = {
+        "master_key": MASTER_KEY,
+        "usage": {"flush_interval_seconds": 0.05},
+        "server": {"max_body_bytes": 1_000_000},
+        "providers": [
+            {"name": "oai", "type": "openai", "base_url": fake_url + "/v1", "api_keys": UPSTREAM_KEYS,
+             "models": FAKE_MODELS},
+            {"name": "impatient", "type": "openai-compatible", "base_url": fake_url + "/v1",
+             "api_keys": ["sk-upstream-impatient"], "models": ["slow-first-byte"],
+             "timeouts": {"first_byte": 0.5, "idle": 1.0}},
+            {"name": "mock", "type": "mock", "models": ["mock"]},
+        ],
+    }
+    raw.update(overrides)
+    return Config.model_validate(raw)
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeState]:
+    state = FakeState(slow_seconds=3.0)
+    with ServerThread(create_fake(state)) as server:
+        state.base_url = server.base_url  # type: ignore[attr-defined]
+        yield state
+
+
+@pytest.fixture(scope="session")
+def gateway(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    data_dir = tmp_path_factory.mktemp("gateway-data")
+    app = create_app(gateway_config(fake.base_url), data_dir)  # type: ignore[attr-defined]
+    with ServerThread(app, lifespan="on") as server:
+        yield Gateway(server, data_dir)
