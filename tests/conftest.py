@@ -12,14 +12,27 @@ import pytest
 
 from omnirelay.app import create_app
 from omnirelay.config import Config
-from tests.fakes import FakeState, ServerThread, create_app as create_fake
+from tests.fakes import FakeState, ServerThread
+from tests.fakes import create_app as create_fake
 
 MASTER_KEY = "sk-or-test-master-key-0123456789"
 UPSTREAM_KEYS = ["sk-upstream-aaaaaaaaaaaaaaaa", "sk-upstream-bbbbbbbbbbbbbbbb"]
 FAKE_MODELS = [
-    "gpt-4o-mini", {"name": "fast", "upstream": "gpt-4o-mini"}, "fail-429", "fail-500", "fail-503", "fail-400",
-    "bad-json", "cut-stream", "slow-stream", "text-embedding-3-small", "gpt-3.5-turbo-instruct",
-    "omni-moderation-latest", "dall-e-3", "tts-1", "whisper-1",
+    "gpt-4o-mini",
+    {"name": "fast", "upstream": "gpt-4o-mini"},
+    "fail-429",
+    "fail-500",
+    "fail-503",
+    "fail-400",
+    "bad-json",
+    "cut-stream",
+    "slow-stream",
+    "text-embedding-3-small",
+    "gpt-3.5-turbo-instruct",
+    "omni-moderation-latest",
+    "dall-e-3",
+    "tts-1",
+    "whisper-1",
 ]
 
 
@@ -51,11 +64,21 @@ def gateway_config(fake_url: str, **overrides: Any) -> Config:
         "usage": {"flush_interval_seconds": 0.05},
         "server": {"max_body_bytes": 1_000_000},
         "providers": [
-            {"name": "oai", "type": "openai", "base_url": fake_url + "/v1", "api_keys": UPSTREAM_KEYS,
-             "models": FAKE_MODELS},
-            {"name": "impatient", "type": "openai-compatible", "base_url": fake_url + "/v1",
-             "api_keys": ["sk-upstream-impatient"], "models": ["slow-first-byte"],
-             "timeouts": {"first_byte": 0.5, "idle": 1.0}},
+            {
+                "name": "oai",
+                "type": "openai",
+                "base_url": fake_url + "/v1",
+                "api_keys": UPSTREAM_KEYS,
+                "models": FAKE_MODELS,
+            },
+            {
+                "name": "impatient",
+                "type": "openai-compatible",
+                "base_url": fake_url + "/v1",
+                "api_keys": ["sk-upstream-impatient"],
+                "models": ["slow-first-byte"],
+                "timeouts": {"first_byte": 0.5, "idle": 1.0},
+            },
             {"name": "mock", "type": "mock", "models": ["mock"]},
         ],
     }

@@ -12,14 +12,24 @@ from pydantic import BaseModel
 from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway
 from tests.fakes import FakeState
 
-PNG_1PX = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-)
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                      "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
-                                                     "required": ["query"]}}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+    },
 ]
 
 
@@ -30,14 +40,20 @@ def client(gateway: Gateway) -> openai.OpenAI:
 
 @pytest.fixture
 def aclient(gateway: Gateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gateway.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10)
+    return openai.AsyncOpenAI(
+        base_url=gateway.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10
+    )
 
 
 def test_chat_non_streaming(client: openai.OpenAI, fake: FakeState, gateway: Gateway) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini",
         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
-        temperature=0.2, seed=7, user="u-1", max_completion_tokens=50, stop=["\n\n"],
+        temperature=0.2,
+        seed=7,
+        user="u-1",
+        max_completion_tokens=50,
+        stop=["\n\n"],
     )
     completion = raw.parse()
     assert completion.choices[0].message.content == "echo: hello there"
@@ -55,7 +71,9 @@ def test_chat_non_streaming(client: openai.OpenAI, fake: FakeState, gateway: Gat
 
 
 def test_alias_maps_to_upstream_model(client: openai.OpenAI, fake: FakeState) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="fast", messages=[{"role": "user", "content": "x"}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "x"}]
+    )
     assert fake.last_request["json"]["model"] == "gpt-4o-mini"
     assert raw.headers["x-omnirelay-provider"] == "oai/gpt-4o-mini"
 
@@ -70,9 +88,12 @@ def test_keys_are_used_in_turn(client: openai.OpenAI, fake: FakeState) -> None:
 
 def test_unknown_fields_pass_through_untouched(client: openai.OpenAI, fake: FakeState) -> None:
     client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "x", "name": "bob"}],
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "x", "name": "bob"}],
         extra_body={"vendor_knob": {"nested": [1, 2.5, None, "s"]}, "top_k": 3},
-        logit_bias={"50256": -100}, presence_penalty=0.5, metadata={"a": "b"},
+        logit_bias={"50256": -100},
+        presence_penalty=0.5,
+        metadata={"a": "b"},
     )
     sent = fake.last_request["json"]
     assert sent["vendor_knob"] == {"nested": [1, 2.5, None, "s"]} and sent["top_k"] == 3
@@ -80,7 +101,9 @@ def test_unknown_fields_pass_through_untouched(client: openai.OpenAI, fake: Fake
     assert sent["messages"][0]["name"] == "bob"
 
 
-async def test_stream_without_usage_request(aclient: openai.AsyncOpenAI, fake: FakeState, gateway: Gateway) -> None:
+async def test_stream_without_usage_request(
+    aclient: openai.AsyncOpenAI, fake: FakeState, gateway: Gateway
+) -> None:
     stream = await aclient.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "stream me please"}], stream=True
     )
@@ -97,10 +120,14 @@ async def test_stream_without_usage_request(aclient: openai.AsyncOpenAI, fake: F
 
 
 def test_stream_with_usage(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "count me"}], stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "count me"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 3
 
@@ -109,8 +136,13 @@ def test_sse_framing_is_relayed(gateway: Gateway) -> None:
     import httpx
 
     body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "frame"}]}
-    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", json=body, timeout=10,
-                      headers={"Authorization": f"Bearer {MASTER_KEY}"}) as resp:
+    with httpx.stream(
+        "POST",
+        gateway.base_url + "/v1/chat/completions",
+        json=body,
+        timeout=10,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    ) as resp:
         raw = b"".join(resp.iter_raw())
     events = [e for e in raw.split(b"\n\n") if e]
     assert all(e.startswith(b"data: ") for e in events)
@@ -120,7 +152,9 @@ def test_sse_framing_is_relayed(gateway: Gateway) -> None:
 
 def test_tools_non_streaming(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "weather in Paris"}], tools=TOOLS,  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather in Paris"}],
+        tools=TOOLS,  # type: ignore[arg-type]
         tool_choice="auto",
     )
     choice = completion.choices[0]
@@ -134,8 +168,11 @@ async def test_streamed_parallel_tool_calls(aclient: openai.AsyncOpenAI) -> None
     calls: dict[int, dict[str, str]] = {}
     finish = None
     async for chunk in await aclient.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "time and weather"}], tools=TOOLS,  # type: ignore[arg-type]
-        stream=True, parallel_tool_calls=True,
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "time and weather"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+        stream=True,
+        parallel_tool_calls=True,
     ):
         for choice in chunk.choices:
             finish = choice.finish_reason or finish
@@ -154,8 +191,13 @@ async def test_streamed_parallel_tool_calls(aclient: openai.AsyncOpenAI) -> None
 def test_tool_result_round_trip(client: openai.OpenAI, fake: FakeState) -> None:
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)  # type: ignore[arg-type]
@@ -179,7 +221,8 @@ def test_json_schema_output(client: openai.OpenAI, fake: FakeState) -> None:
 
 def test_json_object_mode(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "json please"}],
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_object"},
     )
     assert json.loads(completion.choices[0].message.content or "") == {"echo": "json please"}
@@ -191,7 +234,9 @@ def test_images_in_input(client: openai.OpenAI, fake: FakeState) -> None:
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}", "detail": "low"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
     ]
-    completion = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": content}])  # type: ignore[misc,list-item]
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}]
+    )  # type: ignore[misc,list-item]
     assert completion.choices[0].message.content == "echo: what is this [images: 2]"
     assert fake.last_request["json"]["messages"][0]["content"] == content
 
@@ -201,12 +246,20 @@ def test_every_role_and_n_logprobs_reasoning(client: openai.OpenAI, fake: FakeSt
         model="gpt-4o-mini",
         messages=[
             {"role": "developer", "content": [{"type": "text", "text": "rules"}]},
-            {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
-                                         {"type": "text", "text": "hear"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                    {"type": "text", "text": "hear"},
+                ],
+            },
             {"role": "assistant", "content": [{"type": "text", "text": "ok"}]},
             {"role": "user", "content": "again"},
         ],
-        n=2, logprobs=True, top_logprobs=2, reasoning_effort="low",
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        reasoning_effort="low",
     )
     assert [c.index for c in completion.choices] == [0, 1]
     assert completion.choices[0].logprobs is not None
@@ -217,7 +270,8 @@ def test_every_role_and_n_logprobs_reasoning(client: openai.OpenAI, fake: FakeSt
 
 def test_legacy_functions_pass_through(client: openai.OpenAI, fake: FakeState) -> None:
     client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "x"}],
         extra_body={"functions": [{"name": "f", "parameters": {}}], "function_call": "auto"},
     )
     assert fake.last_request["json"]["functions"] == [{"name": "f", "parameters": {}}]
