@@ -80,6 +80,20 @@ def gateway_config(fake_url: str, **overrides: Any) -> Config:
                 "timeouts": {"first_byte": 0.5, "idle": 1.0},
             },
             {"name": "mock", "type": "mock", "models": ["mock"]},
+            # Nothing listens on port 9: every request to it fails to connect, and falls to "oai".
+            {
+                "name": "down",
+                "type": "openai-compatible",
+                "base_url": "http://127.0.0.1:9/v1",
+                "models": [{"name": "failover-model", "upstream": "gpt-4o-mini"}],
+            },
+            {
+                "name": "backup",
+                "type": "openai-compatible",
+                "base_url": fake_url + "/v1",
+                "api_keys": ["sk-upstream-backup"],
+                "models": [{"name": "failover-model", "upstream": "gpt-4o-mini"}],
+            },
         ],
     }
     raw.update(overrides)

@@ -4,6 +4,7 @@ health checks and the lifespan that builds and closes the runtime."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,8 +31,13 @@ log = logging.getLogger("omnirelay")
 Handler = Callable[[Runtime, Request, Call], Awaitable[Response | StreamResponse]]
 
 
+_ID_PREFIX = "req_" + os.urandom(6).hex()  # unique per process start
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """Unique request ids without a syscall per request: a random per-process prefix and a counter."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def error_response(err: GatewayError, request_id: str, extra: dict[str, str] | None = None) -> Response:
@@ -142,4 +150,26 @@ def create_app(
 
     routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
     routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    middleware = []
+    if config.server.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.server.cors_origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=[
+                    "x-request-id",
+                    "x-omnirelay-provider",
+                    "x-omnirelay-attempts",
+                    "retry-after",
+                ],
+                max_age=600,
+            )
+        )
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error},
+    )

@@ -117,6 +117,9 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     graceful_shutdown_seconds: float = Field(30.0, ge=0)
+    # Browser clients (NextChat, LobeChat in client mode) call the gateway cross-origin. Keys are
+    # bearer tokens, never cookies, so allowing any origin exposes nothing; narrow it if you like.
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
 
 
 class UsageConfig(_Strict):

@@ -156,3 +156,31 @@ def test_client_disconnect_cancels_the_upstream_stream(gateway: Gateway, fake: F
     assert fake.disconnects == before + 1, "the upstream stream was not cancelled"
     record = gateway.usage(request_id)[0]
     assert record["status"] == 499 and record["error"] == "client disconnected"
+
+
+def test_connection_failure_falls_to_the_next_provider(client: openai.OpenAI, fake: FakeState) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="failover-model", messages=[{"role": "user", "content": "still there?"}]
+    )
+    assert raw.parse().choices[0].message.content == "echo: still there?"
+    assert raw.headers["x-omnirelay-provider"] == "backup/gpt-4o-mini"
+    assert raw.headers["x-omnirelay-attempts"] == "2"
+    assert fake.last_request["key"] == "sk-upstream-backup"
+
+
+def test_cors_preflight_and_headers(gateway: Gateway) -> None:
+    pre = httpx.options(
+        gateway.base_url + "/v1/chat/completions",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
+    resp = httpx.get(
+        gateway.base_url + "/v1/models",
+        headers={"Origin": "http://localhost:3000", "Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert "x-request-id" in resp.headers["access-control-expose-headers"]
