@@ -69,7 +69,7 @@ class _Errors:
 
 
 async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duration: float, warmup: float,
-                   request_timeout: float, max_conns: int) -> dict[str, Any]:
+                   request_timeout: float, max_conns: int, raw: bool = False) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     headers = _headers(auth)
     connector = aiohttp.TCPConnector(limit=max_conns, keepalive_timeout=60, force_close=False)
@@ -144,7 +144,7 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
     ok = sum(v for k, v in status_counts.items() if k.startswith("2"))
     if not_finished:
         errors.add("unfinished", f"{not_finished} requests still pending at the end")
-    return {
+    result: dict[str, Any] = {
         "rate": rate,
         "duration_s": duration,
         "warmup_s": warmup,
@@ -160,6 +160,10 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
         "latency_ms": {k: (v * 1e3 if v is not None else None) for k, v in percentiles(latencies).items()},
         "send_lag_ms": {k: (v * 1e3 if v is not None else None) for k, v in percentiles(send_lags).items()},
     }
+    if raw:
+        result["raw"] = {"latency_ms": [v * 1e3 for v in latencies],
+                         "send_lag_ms": [v * 1e3 for v in send_lags]}
+    return result
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -168,7 +172,7 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
 
 
 async def run_stream(url: str, auth: str | None, body: bytes, requests: int, concurrency: int, warmup: int,
-                     request_timeout: float) -> dict[str, Any]:
+                     request_timeout: float, raw: bool = False) -> dict[str, Any]:
     headers = _headers(auth)
     headers["Accept"] = "text/event-stream"
     connector = aiohttp.TCPConnector(limit=max(1, concurrency), keepalive_timeout=60)
@@ -239,7 +243,7 @@ async def run_stream(url: str, auth: str | None, body: bytes, requests: int, con
     def ms(values: list[float]) -> dict[str, float | None]:
         return {k: (v * 1e3 if v is not None else None) for k, v in percentiles(values).items()}
 
-    return {
+    result: dict[str, Any] = {
         "requests": requests,
         "concurrency": concurrency,
         "warmup": warmup,
@@ -254,6 +258,15 @@ async def run_stream(url: str, auth: str | None, body: bytes, requests: int, con
         "first_data_ms": ms(t_first_data),
         "total_ms": ms(t_total),
     }
+    if raw:
+        result["raw"] = {
+            "headers_ms": [v * 1e3 for v in t_headers],
+            "first_byte_ms": [v * 1e3 for v in t_first_byte],
+            "first_data_ms": [v * 1e3 for v in t_first_data],
+            "total_ms": [v * 1e3 for v in t_total],
+            "events": event_counts,
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     common.add_argument("--auth", default=None, help="full Authorization header value")
     common.add_argument("--body", required=True, help="JSON request body")
     common.add_argument("--timeout", type=float, default=10.0, help="per-request timeout (s)")
+    common.add_argument("--raw", action="store_true", help="also output every sample (for merging)")
     r = sub.add_parser("rate", parents=[common], help="open-loop fixed-rate non-streaming load")
     r.add_argument("--rate", type=float, default=200.0)
     r.add_argument("--duration", type=float, default=10.0)
@@ -283,10 +297,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.rate <= 0 or args.duration <= 0:
             parser.error("--rate and --duration must be > 0")
         result = uvloop.run(run_rate(args.url, args.auth, body, args.rate, args.duration, args.warmup,
-                                     args.timeout, args.max_conns))
+                                     args.timeout, args.max_conns, args.raw))
     else:
         result = uvloop.run(run_stream(args.url, args.auth, body, args.requests, args.concurrency,
-                                       args.warmup, args.timeout))
+                                       args.warmup, args.timeout, args.raw))
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import http.client
 import importlib.metadata
 import itertools
@@ -24,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
+
+from loadgen import percentiles
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 CHAT_PATH: Final = "/v1/chat/completions"
@@ -56,6 +59,9 @@ TARGET_ADDED_P99_MS: Final = 5.0
 TARGET_STREAM_FIRST_BYTE_P50_MS: Final = 1.0
 TARGET_RPS_C64: Final = 1000.0
 TARGET_IDLE_RSS_MB: Final = 80.0
+
+
+_T = TypeVar("_T")
 
 
 class BenchError(Exception):
@@ -365,45 +371,118 @@ class Bench:
             raise BenchError(f"[{target.key}] sanity streaming request failed: HTTP {status} "
                              f"content-type={hdrs.get('content-type')!r}: {body[:500]!r}")
 
-    def scenarios(self, target: Target, out: dict[str, Any]) -> None:
-        """Warm-up, then b (fixed rate), c (streaming), a (throughput). Failures are recorded, not fatal."""
-        a = self.args
-        errors: list[str] = out.setdefault("errors", [])
+    def guarded(self, out: dict[str, Any], name: str, fn: Callable[[], _T]) -> _T | None:
+        """Run one measurement; a failure is logged and recorded in ``out['errors']``, not raised."""
+        try:
+            return fn()
+        except BenchError as e:
+            log(f"[{out['key']}] {name} FAILED: {e}")
+            out.setdefault("errors", []).append(f"{name}: {e}")
+            return None
 
-        def guarded(name: str, fn: Any) -> Any:
-            try:
-                return fn()
-            except BenchError as e:
-                log(f"[{target.key}] {name} FAILED: {e}")
-                errors.append(f"{name}: {e}")
-                return None
-
+    def warmup(self, target: Target, out: dict[str, Any]) -> None:
         log(f"[{target.key}] warm-up")
-        guarded("warmup", lambda: self.wrk(target, 16, a.warmup, self.load_cpu, f"warmup {target.key}"))
-        guarded("warmup_stream", lambda: self.loadgen(
+        self.guarded(out, "warmup", lambda: self.wrk(target, 16, self.args.warmup, self.load_cpu,
+                                                     f"warmup {target.key}"))
+        self.guarded(out, "warmup_stream", lambda: self.loadgen(
             f"warmup stream {target.key}", "stream", target, STREAM_BODY,
             ["--requests", "20", "--warmup", "0"], timeout=60))
 
-        log(f"[{target.key}] b. fixed rate {a.rate:g} req/s for {a.rate_duration:g}s")
-        out["rate"] = guarded("rate", lambda: self.loadgen(
-            f"rate {target.key}", "rate", target, BODY,
-            ["--rate", f"{a.rate:g}", "--duration", f"{a.rate_duration:g}", "--warmup", "1"],
-            timeout=a.rate_duration + 30))
-
-        log(f"[{target.key}] c. streaming x{a.stream_requests} (concurrency {a.stream_concurrency})")
-        out["stream"] = guarded("stream", lambda: self.loadgen(
-            f"stream {target.key}", "stream", target, STREAM_BODY,
-            ["--requests", str(a.stream_requests), "--concurrency", str(a.stream_concurrency),
-             "--warmup", "10"],
-            timeout=120))
-
+    def throughput(self, target: Target, out: dict[str, Any]) -> None:
+        """Scenario a: closed-loop wrk at each concurrency level."""
+        a = self.args
         out["throughput"] = []
         for conns in a.connections:
-            log(f"[{target.key}] a. wrk -c{conns} -d{a.duration:g}s")
-            r = guarded(f"wrk_c{conns}", lambda c=conns: self.wrk(target, c, a.duration, self.load_cpu,
-                                                                   f"wrk {target.key} c={c}"))
+            log(f"[{target.key}] a. wrk -t1 -c{conns} -d{a.duration:g}s")
+            r = self.guarded(out, f"wrk_c{conns}", functools.partial(
+                self.wrk, target, conns, a.duration, self.load_cpu, f"wrk {target.key} c={conns}"))
             if r is not None:
                 out["throughput"].append(r)
+
+    def paired(self, targets: list[tuple[Target, dict[str, Any]]]) -> None:
+        """Scenarios b (fixed rate) and c (streaming), split into rounds that alternate between the targets
+        in ABBA order, so slow drift of a shared/virtualised machine hits direct and gateway alike."""
+        a = self.args
+        rounds = a.rounds
+        seg = a.rate_duration / rounds
+        rate_parts: dict[str, list[dict[str, Any]]] = {t.key: [] for t, _ in targets}
+        for r in range(rounds):
+            for t, out in targets if r % 2 == 0 else list(reversed(targets)):
+                log(f"[{t.key}] b. fixed rate {a.rate:g} req/s, round {r + 1}/{rounds} ({seg:g}s)")
+                res = self.guarded(out, f"rate round {r + 1}", functools.partial(
+                    self.loadgen, f"rate {t.key}", "rate", t, BODY,
+                    ["--rate", f"{a.rate:g}", "--duration", f"{seg:g}", "--warmup", "0.5", "--raw"],
+                    timeout=seg + 30))
+                if res is not None:
+                    rate_parts[t.key].append(res)
+        per_round = max(1, -(-a.stream_requests // rounds))
+        stream_parts: dict[str, list[dict[str, Any]]] = {t.key: [] for t, _ in targets}
+        for r in range(rounds):
+            for t, out in targets if r % 2 == 0 else list(reversed(targets)):
+                log(f"[{t.key}] c. streaming x{per_round}, round {r + 1}/{rounds}")
+                res = self.guarded(out, f"stream round {r + 1}", functools.partial(
+                    self.loadgen, f"stream {t.key}", "stream", t, STREAM_BODY,
+                    ["--requests", str(per_round), "--concurrency", str(a.stream_concurrency),
+                     "--warmup", "5", "--raw"],
+                    timeout=120))
+                if res is not None:
+                    stream_parts[t.key].append(res)
+        for t, out in targets:
+            out["rate"] = merge_rate(rate_parts[t.key]) if rate_parts[t.key] else None
+            out["stream"] = merge_stream(stream_parts[t.key]) if stream_parts[t.key] else None
+
+
+def _merge_common(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds: dict[str, int] = {}
+    samples: list[str] = []
+    for p in parts:
+        for k, v in p["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+        samples.extend(p["error_samples"])
+    return {
+        "rounds": len(parts),
+        "errors": sum(int(p["errors"]) for p in parts),
+        "error_kinds": kinds,
+        "error_samples": samples[:5],
+        "commands": [p["command"] for p in parts],
+    }
+
+
+def merge_rate(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine per-round loadgen ``rate`` results (percentiles recomputed over all raw samples)."""
+    status: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["status_counts"].items():
+            status[k] = status.get(k, 0) + v
+    duration = sum(float(p["duration_s"]) for p in parts)
+    completed = sum(int(p["completed"]) for p in parts)
+    return {
+        "rate": parts[0]["rate"],
+        "duration_s": duration,
+        "scheduled": sum(int(p["scheduled"]) for p in parts),
+        "completed": completed,
+        "ok": sum(int(p["ok"]) for p in parts),
+        "status_counts": status,
+        "achieved_rps": completed / duration if duration else None,
+        "latency_ms": percentiles([x for p in parts for x in p["raw"]["latency_ms"]]),
+        "send_lag_ms": percentiles([x for p in parts for x in p["raw"]["send_lag_ms"]]),
+        **_merge_common(parts),
+    }
+
+
+def merge_stream(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine per-round loadgen ``stream`` results (percentiles recomputed over all raw samples)."""
+    events = [e for p in parts for e in p["raw"]["events"]]
+    out: dict[str, Any] = {
+        "requests": sum(int(p["requests"]) for p in parts),
+        "concurrency": parts[0]["concurrency"],
+        "ok": sum(int(p["ok"]) for p in parts),
+        "events_per_stream": sum(events) / len(events) if events else None,
+        **_merge_common(parts),
+    }
+    for key in ("headers_ms", "first_byte_ms", "first_data_ms", "total_ms"):
+        out[key] = percentiles([x for p in parts for x in p["raw"][key]])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -471,16 +550,15 @@ providers:
 """
 
 
-def run_gateway(bench: Bench, base_cmd: list[str], server: str, client: str,
-                fake_port: int) -> dict[str, Any]:
+def run_gateway(bench: Bench, base_cmd: list[str], out: dict[str, Any], direct: Target) -> None:
+    """Start one gateway combination, measure it into ``out``, stop it. Failures are recorded in ``out``."""
     a = bench.args
-    key = f"{server}+{client}"
-    out: dict[str, Any] = {"key": key, "server": server, "http_client": client, "errors": []}
+    key, server, client = out["key"], out["server"], out["http_client"]
     gdir = bench.tmp / f"gw-{server}-{client}"
     data_dir = gdir / "data"
     data_dir.mkdir(parents=True)
     config = gdir / "config.yaml"
-    config.write_text(GATEWAY_YAML.format(master=MASTER_KEY, port=fake_port, key=UPSTREAM_KEY, model=MODEL))
+    config.write_text(GATEWAY_YAML.format(master=MASTER_KEY, port=direct.port, key=UPSTREAM_KEY, model=MODEL))
     out["config_yaml"] = config.read_text()
     port = free_port()
     argv = bench.procs.argv(a.gateway_cpu, [*base_cmd, "serve", "--config", str(config), "--port", str(port),
@@ -500,7 +578,11 @@ def run_gateway(bench: Bench, base_cmd: list[str], server: str, client: str,
         out["rss_idle"] = memory(proc.pid)
         target = Target(key, port, f"Bearer {MASTER_KEY}")
         bench.sanity(target)
-        bench.scenarios(target, out)
+        bench.warmup(target, out)
+        paired_direct: dict[str, Any] = {"key": f"direct~{key}", "errors": []}
+        out["paired_direct"] = paired_direct
+        bench.paired([(direct, paired_direct), (target, out)])
+        bench.throughput(target, out)
         time.sleep(1.0)
         out["rss_after_load"] = memory(proc.pid)
         if proc.poll() is not None:
@@ -515,7 +597,6 @@ def run_gateway(bench: Bench, base_cmd: list[str], server: str, client: str,
     finally:
         bench.procs.stop(proc)
         out["stderr_tail"] = tail(stderr_path, 2000)
-    return out
 
 
 def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -543,6 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-duration", type=float, default=None, help="scenario b seconds [20; quick 6]")
     p.add_argument("--stream-requests", type=int, default=None, help="scenario c requests [500; quick 150]")
     p.add_argument("--stream-concurrency", type=int, default=1, help="scenario c concurrency")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="b/c are split into this many rounds alternating direct/gateway [4; quick 2]")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between SSE chunks")
     p.add_argument("--fake-impl", choices=("protocol", "asgi"), default="protocol",
                    help="fake upstream server implementation")
@@ -576,8 +659,9 @@ def resolve_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a.rate_duration = a.rate_duration if a.rate_duration is not None else (6.0 if q else 20.0)
     a.stream_requests = a.stream_requests if a.stream_requests is not None else (150 if q else 500)
     a.capacity_duration = a.capacity_duration if a.capacity_duration is not None else (3.0 if q else 5.0)
+    a.rounds = a.rounds if a.rounds is not None else (2 if q else 4)
     a.warmup = 1.0 if q else 2.0
-    if a.rate <= 0 or a.rate_duration <= 0 or a.duration <= 0 or a.stream_requests < 1:
+    if a.rate <= 0 or a.rate_duration <= 0 or a.duration <= 0 or a.stream_requests < 1 or a.rounds < 1:
         p.error("durations, --rate and --stream-requests must be positive")
     return a
 
@@ -685,15 +769,23 @@ def orchestrate(a: argparse.Namespace, procs: Procs, tmp: Path, base_cmd: list[s
         except BenchError as e:
             results["errors"].append(f"upstream capacity: {e}")
 
+    # Results are attached before running so an interrupted run still reports what it measured.
     direct_out: dict[str, Any] = {"key": "direct", "errors": []}
-    bench.scenarios(direct, direct_out)
     results["direct"] = direct_out
+    bench.warmup(direct, direct_out)
+    if a.direct_only:
+        bench.paired([(direct, direct_out)])
+    # else: scenarios b and c run paired with each gateway (see run_gateway).
+    bench.throughput(direct, direct_out)
     results["gateways"] = []
     if not a.direct_only:
         for server, client in itertools.product(a.servers, a.http_clients):
             if fake.poll() is not None:
                 raise BenchError(f"fake upstream died (code {fake.returncode}):\n{tail(fake_err)}")
-            results["gateways"].append(run_gateway(bench, base_cmd, server, client, fake_port))
+            gw_out: dict[str, Any] = {"key": f"{server}+{client}", "server": server, "http_client": client,
+                                      "errors": []}
+            results["gateways"].append(gw_out)
+            run_gateway(bench, base_cmd, gw_out, direct)
     results["fake_upstream_rss"] = memory(fake.pid)
     return 0
 
@@ -713,9 +805,9 @@ def _wrk_at(entry: dict[str, Any], conns: int) -> dict[str, Any] | None:
 
 
 def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    direct = results.get("direct") or {}
     out: list[dict[str, Any]] = []
     for gw in results.get("gateways", []):
+        direct = gw.get("paired_direct") or {}  # b and c compare against the interleaved direct rounds
         rate, drate = gw.get("rate") or {}, direct.get("rate") or {}
         stream, dstream = gw.get("stream") or {}, direct.get("stream") or {}
         w64 = _wrk_at(gw, 64)
@@ -793,12 +885,15 @@ def render_markdown(r: dict[str, Any]) -> str:
                 lines.append(f"| {conns} | {name} | {w['rps']:,.0f} | {f3(w['p50_ms'])} | {f3(w['p99_ms'])} "
                              f"| {w['non_2xx']} | {w['socket_errors']} |")
     s = r["settings"]
-    lines += ["", f"### b. Fixed rate {s['rate']:g} req/s for {s['rate_duration']:g}s — open loop, "
-              "latency from scheduled send (ms)", "",
+    # b and c: with gateways, direct is measured in rounds interleaved with each gateway ("paired").
+    paired: list[tuple[str, dict[str, Any]]] = [("direct", direct)] if direct.get("rate") else []
+    for g in gws:
+        paired += [(f"direct (paired with {g['key']})", g.get("paired_direct") or {}), (g["key"], g)]
+    lines += ["", f"### b. Fixed rate {s['rate']:g} req/s for {s['rate_duration']:g}s per target "
+              f"({s['rounds']} interleaved rounds) — open loop, latency from scheduled send (ms)", "",
               "| target | ok / sent | errors | p50 | p90 | p99 | max | client send lag p99 |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    drate = direct.get("rate") or {}
-    for name, e in entries:
+    for name, e in paired:
         rt = e.get("rate")
         if not rt:
             lines.append(na_row(name, 7))
@@ -808,17 +903,17 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"| {f3(lat['p90'])} | {f3(lat['p99'])} | {f3(lat['max'])} "
                      f"| {f3(rt['send_lag_ms']['p99'])} |")
     for g in gws:
-        rt = g.get("rate") or {}
+        rt, drate = g.get("rate") or {}, (g.get("paired_direct") or {}).get("rate") or {}
         d = [_added(rt.get("latency_ms"), drate.get("latency_ms"), k) for k in ("p50", "p90", "p99", "max")]
         lines.append(f"| **added** {g['key']} minus direct | | | {' | '.join(fdelta(x) for x in d)} | |")
 
-    lines += ["", f"### c. Streaming (include_usage) — {s['stream_requests']} requests, concurrency "
-              f"{s['stream_concurrency']}, chunk delay {s['chunk_delay_ms']:g} ms (ms)", "",
+    lines += ["", f"### c. Streaming (include_usage) — {s['stream_requests']} requests per target "
+              f"({s['rounds']} interleaved rounds), concurrency {s['stream_concurrency']}, "
+              f"chunk delay {s['chunk_delay_ms']:g} ms (ms)", "",
               "| target | ok | errors | headers p50 | first byte p50 | first byte p99 | first data p50 "
               "| first data p99 | total p50 | total p99 |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    dstream = direct.get("stream") or {}
-    for name, e in entries:
+    for name, e in paired:
         st = e.get("stream")
         if not st:
             lines.append(na_row(name, 9))
@@ -828,7 +923,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                      f"| {f3(st['first_data_ms']['p50'])} | {f3(st['first_data_ms']['p99'])} "
                      f"| {f3(st['total_ms']['p50'])} | {f3(st['total_ms']['p99'])} |")
     for g in gws:
-        st = g.get("stream") or {}
+        st, dstream = g.get("stream") or {}, (g.get("paired_direct") or {}).get("stream") or {}
         cells = [
             _added(st.get("headers_ms"), dstream.get("headers_ms"), "p50"),
             _added(st.get("first_byte_ms"), dstream.get("first_byte_ms"), "p50"),
@@ -856,7 +951,10 @@ def render_markdown(r: dict[str, Any]) -> str:
                          f"| {c['result']} |")
 
     errs = list(r.get("errors", []))
-    for name, e in entries:
+    sources = [("direct", direct)]
+    for g in gws:
+        sources += [(g["key"], g), (f"direct (paired with {g['key']})", g.get("paired_direct") or {})]
+    for name, e in sources:
         errs += [f"[{name}] {x}" for x in e.get("errors", [])]
     if errs:
         lines += ["", "### Errors", ""]
