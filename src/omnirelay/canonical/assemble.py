@@ -48,9 +48,10 @@ class Assembler:
             if event.kind == "text":
                 new = TextPart("")
             elif event.kind == "thinking":
-                new = ThinkingPart("")
+                new = ThinkingPart("", redacted=event.redacted, provider_details=event.provider_details)
             else:
-                new = ToolCallPart(id=event.tool_call_id or "", name=event.tool_name or "", arguments="")
+                new = ToolCallPart(id=event.tool_call_id or "", name=event.tool_name or "", arguments="",
+                                   provider_details=event.provider_details)
             self._blocks[(event.choice, event.index)] = new
             self._choice(event.choice).message.parts.append(new)
         elif isinstance(event, Finish):

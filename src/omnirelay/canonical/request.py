@@ -46,7 +46,13 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     n: int = 1
-    reasoning_effort: str | None = None
+    reasoning_effort: str | None = None  # none | minimal | low | medium | high | xhigh
+    reasoning_budget: int | None = None  # thinking tokens, where the ingress gave a budget
+    include_reasoning: bool = True  # whether the client wants thinking text back
+    top_k: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    metadata: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
     user: str | None = None

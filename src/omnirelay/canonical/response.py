@@ -25,6 +25,7 @@ class ChatResponse:
     created: int
     choices: list[Choice] = field(default_factory=list)
     usage: Usage | None = None
+    stop_sequence: str | None = None  # the stop sequence that ended the answer, where the vendor says
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ per block `BlockStart` → `BlockDelta`* → `BlockStop`, a `Finish` per choice,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from omnirelay.canonical.response import FinishReason
 from omnirelay.canonical.usage import Usage
@@ -31,6 +31,10 @@ class BlockStart:
     choice: int = 0
     tool_call_id: str | None = None
     tool_name: str | None = None
+    # Vendor data that must round-trip with the block (a Gemini thoughtSignature on a function call,
+    # the encrypted payload of Anthropic redacted thinking); copied onto the assembled part.
+    provider_details: dict[str, Any] | None = None
+    redacted: bool = False  # a thinking block whose content is encrypted (provider_details holds it)
 
 
 @dataclass(slots=True)
