@@ -180,8 +180,14 @@ class Responder:
         return reply
 
 
-REASONS: Final = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-                  413: b"Payload Too Large", 431: b"Request Header Fields Too Large"}
+REASONS: Final = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Payload Too Large",
+    431: b"Request Header Fields Too Large",
+}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -478,8 +484,10 @@ def make_asgi_app(chunk_delay: float) -> Callable[[Scope, Receive, Send], Awaita
                 {
                     "type": "http.response.start",
                     "status": reply.status,
-                    "headers": [(b"content-type", reply.content_type),
-                                (b"content-length", str(len(reply.body)).encode())],
+                    "headers": [
+                        (b"content-type", reply.content_type),
+                        (b"content-length", str(len(reply.body)).encode()),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": reply.body})
@@ -529,10 +537,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fast fake OpenAI upstream for benchmarks.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
-    parser.add_argument("--impl", choices=("protocol", "asgi"), default="protocol",
-                        help="server implementation (default: protocol, the faster one)")
-    parser.add_argument("--chunk-delay-ms", type=float, default=0.0,
-                        help="sleep before each streamed chunk after the first (default 0)")
+    parser.add_argument(
+        "--impl",
+        choices=("protocol", "asgi"),
+        default="protocol",
+        help="server implementation (default: protocol, the faster one)",
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        help="sleep before each streamed chunk after the first (default 0)",
+    )
     args = parser.parse_args(argv)
     delay = max(0.0, args.chunk_delay_ms / 1000.0)
     if args.impl == "asgi":

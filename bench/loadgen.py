@@ -68,8 +68,17 @@ class _Errors:
 # --------------------------------------------------------------------------------------------------------
 
 
-async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duration: float, warmup: float,
-                   request_timeout: float, max_conns: int, raw: bool = False) -> dict[str, Any]:
+async def run_rate(
+    url: str,
+    auth: str | None,
+    body: bytes,
+    rate: float,
+    duration: float,
+    warmup: float,
+    request_timeout: float,
+    max_conns: int,
+    raw: bool = False,
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     headers = _headers(auth)
     connector = aiohttp.TCPConnector(limit=max_conns, keepalive_timeout=60, force_close=False)
@@ -82,8 +91,9 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
     total_n = round((warmup + duration) * rate)
     warmup_n = round(warmup * rate)
 
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout,
-                                     skip_auto_headers=("User-Agent",)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, skip_auto_headers=("User-Agent",)
+    ) as session:
 
         async def one(i: int, scheduled: float) -> None:
             started = time.perf_counter()
@@ -161,8 +171,10 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
         "send_lag_ms": {k: (v * 1e3 if v is not None else None) for k, v in percentiles(send_lags).items()},
     }
     if raw:
-        result["raw"] = {"latency_ms": [v * 1e3 for v in latencies],
-                         "send_lag_ms": [v * 1e3 for v in send_lags]}
+        result["raw"] = {
+            "latency_ms": [v * 1e3 for v in latencies],
+            "send_lag_ms": [v * 1e3 for v in send_lags],
+        }
     return result
 
 
@@ -171,8 +183,16 @@ async def run_rate(url: str, auth: str | None, body: bytes, rate: float, duratio
 # --------------------------------------------------------------------------------------------------------
 
 
-async def run_stream(url: str, auth: str | None, body: bytes, requests: int, concurrency: int, warmup: int,
-                     request_timeout: float, raw: bool = False) -> dict[str, Any]:
+async def run_stream(
+    url: str,
+    auth: str | None,
+    body: bytes,
+    requests: int,
+    concurrency: int,
+    warmup: int,
+    request_timeout: float,
+    raw: bool = False,
+) -> dict[str, Any]:
     headers = _headers(auth)
     headers["Accept"] = "text/event-stream"
     connector = aiohttp.TCPConnector(limit=max(1, concurrency), keepalive_timeout=60)
@@ -185,8 +205,9 @@ async def run_stream(url: str, auth: str | None, body: bytes, requests: int, con
     errors = _Errors()
     counter = iter(range(warmup + requests))
 
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout,
-                                     skip_auto_headers=("User-Agent",)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, skip_auto_headers=("User-Agent",)
+    ) as session:
 
         async def one(i: int) -> None:
             record = i >= warmup
@@ -296,11 +317,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "rate":
         if args.rate <= 0 or args.duration <= 0:
             parser.error("--rate and --duration must be > 0")
-        result = uvloop.run(run_rate(args.url, args.auth, body, args.rate, args.duration, args.warmup,
-                                     args.timeout, args.max_conns, args.raw))
+        result = uvloop.run(
+            run_rate(
+                args.url,
+                args.auth,
+                body,
+                args.rate,
+                args.duration,
+                args.warmup,
+                args.timeout,
+                args.max_conns,
+                args.raw,
+            )
+        )
     else:
-        result = uvloop.run(run_stream(args.url, args.auth, body, args.requests, args.concurrency,
-                                       args.warmup, args.timeout, args.raw))
+        result = uvloop.run(
+            run_stream(
+                args.url,
+                args.auth,
+                body,
+                args.requests,
+                args.concurrency,
+                args.warmup,
+                args.timeout,
+                args.raw,
+            )
+        )
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
 
 

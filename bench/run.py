@@ -45,11 +45,18 @@ _MESSAGES: Final = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Say hello in one short sentence."},
 ]
-BODY: Final = json.dumps({"model": MODEL, "messages": _MESSAGES, "max_tokens": 32, "temperature": 0},
-                         separators=(",", ":"))
+BODY: Final = json.dumps(
+    {"model": MODEL, "messages": _MESSAGES, "max_tokens": 32, "temperature": 0}, separators=(",", ":")
+)
 STREAM_BODY: Final = json.dumps(
-    {"model": MODEL, "messages": _MESSAGES, "max_tokens": 32, "temperature": 0, "stream": True,
-     "stream_options": {"include_usage": True}},
+    {
+        "model": MODEL,
+        "messages": _MESSAGES,
+        "max_tokens": 32,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    },
     separators=(",", ":"),
 )
 
@@ -88,11 +95,18 @@ class Procs:
             return ["taskset", "-c", str(cpu), *cmd]
         return list(cmd)
 
-    def spawn(self, role: str, argv: list[str], stdout: IO[bytes] | int | None,
-              stderr: IO[bytes] | int | None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        role: str,
+        argv: list[str],
+        stdout: IO[bytes] | int | None,
+        stderr: IO[bytes] | int | None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         self.commands.append({"role": role, "cmd": shlex.join(argv)})
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, start_new_session=True
+        )
         self._live.append(proc)
         return proc
 
@@ -144,9 +158,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_request(port: int, method: str, path: str, body: str | None = None,
-                 headers: dict[str, str] | None = None,
-                 timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body.encode() if body is not None else None, headers=headers or {})
@@ -164,16 +183,19 @@ def tail(path: Path, max_bytes: int = 4000) -> str:
     return data[-max_bytes:].decode("utf-8", "replace")
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float, what: str,
-                 stderr_file: Path) -> float:
+def wait_healthy(
+    proc: subprocess.Popen[bytes], port: int, path: str, timeout: float, what: str, stderr_file: Path
+) -> float:
     """Poll ``GET path`` until 200. Returns seconds waited; raises BenchError with the child's stderr."""
     start = time.monotonic()
     last = "no answer yet"
     while time.monotonic() - start < timeout:
         rc = proc.poll()
         if rc is not None:
-            raise BenchError(f"{what} exited with code {rc} before becoming healthy.\n"
-                             f"--- {what} stderr (tail) ---\n{tail(stderr_file)}")
+            raise BenchError(
+                f"{what} exited with code {rc} before becoming healthy.\n"
+                f"--- {what} stderr (tail) ---\n{tail(stderr_file)}"
+            )
         try:
             status, _, body = http_request(port, "GET", path, timeout=1.0)
             if status == 200:
@@ -182,8 +204,10 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, path: str, timeout: f
         except OSError as e:
             last = f"{type(e).__name__}: {e}"
         time.sleep(0.1)
-    raise BenchError(f"{what} did not answer 200 on GET {path} within {timeout:.0f}s (last: {last}).\n"
-                     f"--- {what} stderr (tail) ---\n{tail(stderr_file)}")
+    raise BenchError(
+        f"{what} did not answer 200 on GET {path} within {timeout:.0f}s (last: {last}).\n"
+        f"--- {what} stderr (tail) ---\n{tail(stderr_file)}"
+    )
 
 
 def _read_status_kb(pid: int, key: str) -> int:
@@ -239,6 +263,27 @@ def memory(root: int) -> dict[str, Any]:
         "rss_mb": sum(_read_status_kb(p, "VmRSS") for p in pids) / 1024,
         "hwm_mb": sum(_read_status_kb(p, "VmHWM") for p in pids) / 1024,
         "pss_mb": sum(_read_pss_kb(p) for p in pids) / 1024,
+    }
+
+
+def cpu_times() -> list[int]:
+    """Aggregate jiffies from /proc/stat: user nice system idle iowait irq softirq steal."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def cpu_usage(before: list[int], after: list[int]) -> dict[str, float] | None:
+    if len(before) < 8 or len(after) < 8:
+        return None
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(d) or 1
+    return {
+        "busy_pct": 100 * (total - d[3] - d[4]) / total,
+        "steal_pct": 100 * d[7] / total,
+        "iowait_pct": 100 * d[4] / total,
     }
 
 
@@ -298,8 +343,21 @@ class Bench:
 
     def wrk(self, target: Target, conns: int, duration: float, cpu: int | None, role: str) -> dict[str, Any]:
         lua = self.write_lua(target, BODY)
-        argv = self.procs.argv(cpu, ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "5s",
-                                     "--latency", "-s", str(lua), target.url])
+        argv = self.procs.argv(
+            cpu,
+            [
+                "wrk",
+                "-t1",
+                f"-c{conns}",
+                f"-d{duration:g}s",
+                "--timeout",
+                "5s",
+                "--latency",
+                "-s",
+                str(lua),
+                target.url,
+            ],
+        )
         rc, out, err = self.procs.run(role, argv, timeout=duration + 30)
         if rc != 0:
             raise BenchError(f"wrk exited with {rc}: {err.strip() or out.strip()}")
@@ -334,11 +392,24 @@ class Bench:
             "output": text,
         }
 
-    def loadgen(self, role: str, sub: str, target: Target, body: str, extra: list[str],
-                timeout: float) -> dict[str, Any]:
-        argv = self.procs.argv(self.load_cpu, [sys.executable, str(BENCH_DIR / "loadgen.py"), sub,
-                                               "--url", target.url, "--auth", target.auth, "--body", body,
-                                               *extra])
+    def loadgen(
+        self, role: str, sub: str, target: Target, body: str, extra: list[str], timeout: float
+    ) -> dict[str, Any]:
+        argv = self.procs.argv(
+            self.load_cpu,
+            [
+                sys.executable,
+                str(BENCH_DIR / "loadgen.py"),
+                sub,
+                "--url",
+                target.url,
+                "--auth",
+                target.auth,
+                "--body",
+                body,
+                *extra,
+            ],
+        )
         rc, out, err = self.procs.run(role, argv, timeout=timeout)
         if rc != 0:
             raise BenchError(f"loadgen {sub} exited with {rc}:\n{err.strip()[-3000:]}")
@@ -368,8 +439,10 @@ class Bench:
         status, hdrs, body = http_request(target.port, "POST", CHAT_PATH, STREAM_BODY, headers, timeout=10)
         ctype = hdrs.get("content-type", "")
         if status != 200 or b"data: [DONE]" not in body or "text/event-stream" not in ctype:
-            raise BenchError(f"[{target.key}] sanity streaming request failed: HTTP {status} "
-                             f"content-type={hdrs.get('content-type')!r}: {body[:500]!r}")
+            raise BenchError(
+                f"[{target.key}] sanity streaming request failed: HTTP {status} "
+                f"content-type={hdrs.get('content-type')!r}: {body[:500]!r}"
+            )
 
     def guarded(self, out: dict[str, Any], name: str, fn: Callable[[], _T]) -> _T | None:
         """Run one measurement; a failure is logged and recorded in ``out['errors']``, not raised."""
@@ -382,11 +455,23 @@ class Bench:
 
     def warmup(self, target: Target, out: dict[str, Any]) -> None:
         log(f"[{target.key}] warm-up")
-        self.guarded(out, "warmup", lambda: self.wrk(target, 16, self.args.warmup, self.load_cpu,
-                                                     f"warmup {target.key}"))
-        self.guarded(out, "warmup_stream", lambda: self.loadgen(
-            f"warmup stream {target.key}", "stream", target, STREAM_BODY,
-            ["--requests", "20", "--warmup", "0"], timeout=60))
+        self.guarded(
+            out,
+            "warmup",
+            lambda: self.wrk(target, 16, self.args.warmup, self.load_cpu, f"warmup {target.key}"),
+        )
+        self.guarded(
+            out,
+            "warmup_stream",
+            lambda: self.loadgen(
+                f"warmup stream {target.key}",
+                "stream",
+                target,
+                STREAM_BODY,
+                ["--requests", "20", "--warmup", "0"],
+                timeout=60,
+            ),
+        )
 
     def throughput(self, target: Target, out: dict[str, Any]) -> None:
         """Scenario a: closed-loop wrk at each concurrency level."""
@@ -394,8 +479,13 @@ class Bench:
         out["throughput"] = []
         for conns in a.connections:
             log(f"[{target.key}] a. wrk -t1 -c{conns} -d{a.duration:g}s")
-            r = self.guarded(out, f"wrk_c{conns}", functools.partial(
-                self.wrk, target, conns, a.duration, self.load_cpu, f"wrk {target.key} c={conns}"))
+            r = self.guarded(
+                out,
+                f"wrk_c{conns}",
+                functools.partial(
+                    self.wrk, target, conns, a.duration, self.load_cpu, f"wrk {target.key} c={conns}"
+                ),
+            )
             if r is not None:
                 out["throughput"].append(r)
 
@@ -409,10 +499,19 @@ class Bench:
         for r in range(rounds):
             for t, out in targets if r % 2 == 0 else list(reversed(targets)):
                 log(f"[{t.key}] b. fixed rate {a.rate:g} req/s, round {r + 1}/{rounds} ({seg:g}s)")
-                res = self.guarded(out, f"rate round {r + 1}", functools.partial(
-                    self.loadgen, f"rate {t.key}", "rate", t, BODY,
-                    ["--rate", f"{a.rate:g}", "--duration", f"{seg:g}", "--warmup", "0.5", "--raw"],
-                    timeout=seg + 30))
+                res = self.guarded(
+                    out,
+                    f"rate round {r + 1}",
+                    functools.partial(
+                        self.loadgen,
+                        f"rate {t.key}",
+                        "rate",
+                        t,
+                        BODY,
+                        ["--rate", f"{a.rate:g}", "--duration", f"{seg:g}", "--warmup", "0.5", "--raw"],
+                        timeout=seg + 30,
+                    ),
+                )
                 if res is not None:
                     rate_parts[t.key].append(res)
         per_round = max(1, -(-a.stream_requests // rounds))
@@ -420,11 +519,27 @@ class Bench:
         for r in range(rounds):
             for t, out in targets if r % 2 == 0 else list(reversed(targets)):
                 log(f"[{t.key}] c. streaming x{per_round}, round {r + 1}/{rounds}")
-                res = self.guarded(out, f"stream round {r + 1}", functools.partial(
-                    self.loadgen, f"stream {t.key}", "stream", t, STREAM_BODY,
-                    ["--requests", str(per_round), "--concurrency", str(a.stream_concurrency),
-                     "--warmup", "5", "--raw"],
-                    timeout=120))
+                res = self.guarded(
+                    out,
+                    f"stream round {r + 1}",
+                    functools.partial(
+                        self.loadgen,
+                        f"stream {t.key}",
+                        "stream",
+                        t,
+                        STREAM_BODY,
+                        [
+                            "--requests",
+                            str(per_round),
+                            "--concurrency",
+                            str(a.stream_concurrency),
+                            "--warmup",
+                            "5",
+                            "--raw",
+                        ],
+                        timeout=120,
+                    ),
+                )
                 if res is not None:
                     stream_parts[t.key].append(res)
         for t, out in targets:
@@ -523,8 +638,11 @@ def machine_info(pin: bool, args: argparse.Namespace) -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "wrk": wrk_version,
         "packages": versions,
-        "pinning": {"enabled": pin, "gateway_cpu": args.gateway_cpu if pin else None,
-                    "upstream_and_load_cpu": args.load_cpu if pin else None},
+        "pinning": {
+            "enabled": pin,
+            "gateway_cpu": args.gateway_cpu if pin else None,
+            "upstream_and_load_cpu": args.load_cpu if pin else None,
+        },
     }
 
 
@@ -534,9 +652,11 @@ def find_omnirelay(args: argparse.Namespace) -> list[str]:
     script = Path(sys.executable).parent / "omnirelay"
     if script.exists():
         return [str(script)]
-    raise BenchError(f"the 'omnirelay' console script was not found next to {sys.executable}. Install "
-                     "the project into this venv (pip install -e .), pass --omnirelay-cmd, or use "
-                     "--direct-only.")
+    raise BenchError(
+        f"the 'omnirelay' console script was not found next to {sys.executable}. Install "
+        "the project into this venv (pip install -e .), pass --omnirelay-cmd, or use "
+        "--direct-only."
+    )
 
 
 GATEWAY_YAML: Final = """\
@@ -561,9 +681,24 @@ def run_gateway(bench: Bench, base_cmd: list[str], out: dict[str, Any], direct: 
     config.write_text(GATEWAY_YAML.format(master=MASTER_KEY, port=direct.port, key=UPSTREAM_KEY, model=MODEL))
     out["config_yaml"] = config.read_text()
     port = free_port()
-    argv = bench.procs.argv(a.gateway_cpu, [*base_cmd, "serve", "--config", str(config), "--port", str(port),
-                                            "--data-dir", str(data_dir), "--server", server,
-                                            "--http-client", client, *shlex.split(a.gateway_extra_args)])
+    argv = bench.procs.argv(
+        a.gateway_cpu,
+        [
+            *base_cmd,
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--server",
+            server,
+            "--http-client",
+            client,
+            *shlex.split(a.gateway_extra_args),
+        ],
+    )
     out["command"] = shlex.join(argv)
     stdout_path, stderr_path = gdir / "stdout.log", gdir / "stderr.log"
     log(f"[{key}] starting gateway: {shlex.join(argv)}")
@@ -571,8 +706,9 @@ def run_gateway(bench: Bench, base_cmd: list[str], out: dict[str, Any], direct: 
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
         proc = bench.procs.spawn(f"gateway {key}", argv, so, se, env=env)
     try:
-        out["startup_s"] = wait_healthy(proc, port, "/health", a.startup_timeout, f"gateway {key}",
-                                        stderr_path)
+        out["startup_s"] = wait_healthy(
+            proc, port, "/health", a.startup_timeout, f"gateway {key}", stderr_path
+        )
         log(f"[{key}] healthy after {out['startup_s']:.2f}s (pid {proc.pid})")
         time.sleep(1.0)
         out["rss_idle"] = memory(proc.pid)
@@ -586,8 +722,10 @@ def run_gateway(bench: Bench, base_cmd: list[str], out: dict[str, Any], direct: 
         time.sleep(1.0)
         out["rss_after_load"] = memory(proc.pid)
         if proc.poll() is not None:
-            raise BenchError(f"gateway {key} died during the run (code {proc.returncode}).\n"
-                             f"--- stderr (tail) ---\n{tail(stderr_path)}")
+            raise BenchError(
+                f"gateway {key} died during the run (code {proc.returncode}).\n"
+                f"--- stderr (tail) ---\n{tail(stderr_path)}"
+            )
     except BenchError as e:
         msg = str(e)
         if "stderr (tail)" not in msg:
@@ -609,37 +747,72 @@ def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description="Measure the overhead OmniRelay adds over calling a fast fake upstream directly.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Measure the overhead OmniRelay adds over calling a fast fake upstream directly. "
+        "Markdown report on stdout, JSON in --results-dir. Defaults in [brackets].",
     )
     p.add_argument("--quick", action="store_true", help="short run (~1 min) with fewer samples")
     p.add_argument("--direct-only", action="store_true", help="only measure the direct baseline (no gateway)")
-    p.add_argument("--server", default="uvicorn",
-                   help=f"comma list of gateway servers ({', '.join(SERVERS)})")
-    p.add_argument("--http-client", default="aiohttp",
-                   help=f"comma list of gateway upstream clients ({', '.join(HTTP_CLIENTS)})")
-    p.add_argument("--duration", type=float, default=None, help="wrk seconds per concurrency [10; quick 3]")
-    p.add_argument("--connections", default="1,16,64", help="wrk concurrency levels")
-    p.add_argument("--rate", type=float, default=200.0, help="fixed request rate for scenario b (req/s)")
-    p.add_argument("--rate-duration", type=float, default=None, help="scenario b seconds [20; quick 6]")
-    p.add_argument("--stream-requests", type=int, default=None, help="scenario c requests [500; quick 150]")
-    p.add_argument("--stream-concurrency", type=int, default=1, help="scenario c concurrency")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="b/c are split into this many rounds alternating direct/gateway [4; quick 2]")
-    p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between SSE chunks")
-    p.add_argument("--fake-impl", choices=("protocol", "asgi"), default="protocol",
-                   help="fake upstream server implementation")
-    p.add_argument("--capacity-duration", type=float, default=None,
-                   help="seconds for the fake-upstream-alone capacity check [5; quick 3; 0 = skip]")
-    p.add_argument("--gateway-cpu", type=int, default=0, help="CPU the gateway is pinned to")
-    p.add_argument("--load-cpu", type=int, default=1, help="CPU for the fake upstream and load generators")
-    p.add_argument("--no-pin", action="store_true", help="do not use taskset")
-    p.add_argument("--omnirelay-cmd", default=None,
-                   help="gateway command prefix (default: the omnirelay script next to this python)")
-    p.add_argument("--gateway-extra-args", default="", help="extra args appended to 'omnirelay serve'")
-    p.add_argument("--startup-timeout", type=float, default=30.0, help="max seconds to wait for /health")
-    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results", help="where the JSON goes")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs, lua)")
+    p.add_argument(
+        "--server", default="uvicorn", help=f"comma list of gateway servers ({', '.join(SERVERS)}) [uvicorn]"
+    )
+    p.add_argument(
+        "--http-client",
+        default="aiohttp",
+        help=f"comma list of gateway upstream clients ({', '.join(HTTP_CLIENTS)}) [aiohttp]",
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="a: wrk seconds per concurrency [10; quick 3]"
+    )
+    p.add_argument("--connections", default="1,16,64", help="a: wrk concurrency levels [1,16,64]")
+    p.add_argument("--rate", type=float, default=200.0, help="b: fixed request rate in req/s [200]")
+    p.add_argument(
+        "--rate-duration", type=float, default=None, help="b: measured seconds per target [20; quick 6]"
+    )
+    p.add_argument(
+        "--stream-requests", type=int, default=None, help="c: streaming requests per target [500; quick 150]"
+    )
+    p.add_argument("--stream-concurrency", type=int, default=1, help="c: concurrent streams [1]")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="b/c are split into this many rounds alternating direct/gateway [4; quick 2]",
+    )
+    p.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="fake upstream delay between SSE chunks [0]"
+    )
+    p.add_argument(
+        "--fake-impl",
+        choices=("protocol", "asgi"),
+        default="protocol",
+        help="fake upstream server implementation [protocol]",
+    )
+    p.add_argument(
+        "--capacity-duration",
+        type=float,
+        default=None,
+        help="seconds for the fake-upstream-alone capacity check, 0 = skip [5; quick 3]",
+    )
+    p.add_argument("--gateway-cpu", type=int, default=0, help="CPU the gateway is pinned to [0]")
+    p.add_argument(
+        "--load-cpu", type=int, default=1, help="CPU for the fake upstream and load generators [1]"
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument(
+        "--omnirelay-cmd",
+        default=None,
+        help="gateway command prefix, e.g. 'python -m omnirelay' [the omnirelay script next to this python]",
+    )
+    p.add_argument(
+        "--gateway-extra-args",
+        default="",
+        help="extra args appended to 'omnirelay serve' (use --gateway-extra-args='--x y')",
+    )
+    p.add_argument("--startup-timeout", type=float, default=30.0, help="max seconds to wait for /health [30]")
+    p.add_argument(
+        "--results-dir", type=Path, default=BENCH_DIR / "results", help="where the JSON goes [bench/results]"
+    )
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, gateway logs, lua)")
     return p
 
 
@@ -707,11 +880,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profile": "quick" if a.quick else "full",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "machine": machine_info(pin, a),
-        "requests": {"non_stream_body": BODY, "stream_body": STREAM_BODY},
+        "requests": {"non_stream_body": BODY, "stream_body": STREAM_BODY, "wrk_lua_template": WRK_LUA},
         "commands": procs.commands,
         "errors": [],
     }
     exit_code = 0
+    cpu_before = cpu_times()
     try:
         with signals_as_interrupt():
             exit_code = orchestrate(a, procs, tmp, base_cmd, results)
@@ -733,6 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     results["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["wall_s"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["machine"]["cpu_during_run"] = cpu_usage(cpu_before, cpu_times())
     results["checks"] = checks(results)
     print(render_markdown(results))
     a.results_dir.mkdir(parents=True, exist_ok=True)
@@ -744,13 +920,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code
 
 
-def orchestrate(a: argparse.Namespace, procs: Procs, tmp: Path, base_cmd: list[str],
-                results: dict[str, Any]) -> int:
+def orchestrate(
+    a: argparse.Namespace, procs: Procs, tmp: Path, base_cmd: list[str], results: dict[str, Any]
+) -> int:
     bench = Bench(a, procs, tmp)
     fake_port = free_port()
-    fake_argv = procs.argv(a.load_cpu, [sys.executable, str(BENCH_DIR / "fake_upstream.py"), "--port",
-                                        str(fake_port), "--impl", a.fake_impl,
-                                        "--chunk-delay-ms", f"{a.chunk_delay_ms:g}"])
+    fake_argv = procs.argv(
+        a.load_cpu,
+        [
+            sys.executable,
+            str(BENCH_DIR / "fake_upstream.py"),
+            "--port",
+            str(fake_port),
+            "--impl",
+            a.fake_impl,
+            "--chunk-delay-ms",
+            f"{a.chunk_delay_ms:g}",
+        ],
+    )
     fake_err = tmp / "fake_upstream.stderr.log"
     log(f"starting fake upstream: {shlex.join(fake_argv)}")
     with open(fake_err, "wb") as se:
@@ -764,8 +951,9 @@ def orchestrate(a: argparse.Namespace, procs: Procs, tmp: Path, base_cmd: list[s
         log(f"fake upstream capacity: wrk -c64 on CPU {a.gateway_cpu} for {a.capacity_duration:g}s")
         try:
             bench.wrk(direct, 64, 1.0, a.gateway_cpu, "capacity warm-up")
-            results["upstream_capacity"] = bench.wrk(direct, 64, a.capacity_duration, a.gateway_cpu,
-                                                     "fake upstream capacity")
+            results["upstream_capacity"] = bench.wrk(
+                direct, 64, a.capacity_duration, a.gateway_cpu, "fake upstream capacity"
+            )
         except BenchError as e:
             results["errors"].append(f"upstream capacity: {e}")
 
@@ -782,8 +970,12 @@ def orchestrate(a: argparse.Namespace, procs: Procs, tmp: Path, base_cmd: list[s
         for server, client in itertools.product(a.servers, a.http_clients):
             if fake.poll() is not None:
                 raise BenchError(f"fake upstream died (code {fake.returncode}):\n{tail(fake_err)}")
-            gw_out: dict[str, Any] = {"key": f"{server}+{client}", "server": server, "http_client": client,
-                                      "errors": []}
+            gw_out: dict[str, Any] = {
+                "key": f"{server}+{client}",
+                "server": server,
+                "http_client": client,
+                "errors": [],
+            }
             results["gateways"].append(gw_out)
             run_gateway(bench, base_cmd, gw_out, direct)
     results["fake_upstream_rss"] = memory(fake.pid)
@@ -816,22 +1008,58 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
         p50 = _added(rate.get("latency_ms"), drate.get("latency_ms"), "p50")
         p99 = _added(rate.get("latency_ms"), drate.get("latency_ms"), "p99")
         fb = _added(stream.get("first_byte_ms"), dstream.get("first_byte_ms"), "p50")
-        rows.append(("added latency p50 @ fixed rate (ms)", p50, f"< {TARGET_ADDED_P50_MS:g}",
-                     None if p50 is None else p50 < TARGET_ADDED_P50_MS and rate.get("errors") == 0))
-        rows.append(("added latency p99 @ fixed rate (ms)", p99, f"< {TARGET_ADDED_P99_MS:g}",
-                     None if p99 is None else p99 < TARGET_ADDED_P99_MS and rate.get("errors") == 0))
-        rows.append(("added stream first-byte p50 (ms)", fb, f"< {TARGET_STREAM_FIRST_BYTE_P50_MS:g}",
-                     None if fb is None
-                     else fb < TARGET_STREAM_FIRST_BYTE_P50_MS and stream.get("errors") == 0))
+        rows.append(
+            (
+                "added latency p50 @ fixed rate (ms)",
+                p50,
+                f"< {TARGET_ADDED_P50_MS:g}",
+                None if p50 is None else p50 < TARGET_ADDED_P50_MS and rate.get("errors") == 0,
+            )
+        )
+        rows.append(
+            (
+                "added latency p99 @ fixed rate (ms)",
+                p99,
+                f"< {TARGET_ADDED_P99_MS:g}",
+                None if p99 is None else p99 < TARGET_ADDED_P99_MS and rate.get("errors") == 0,
+            )
+        )
+        rows.append(
+            (
+                "added stream first-byte p50 (ms)",
+                fb,
+                f"< {TARGET_STREAM_FIRST_BYTE_P50_MS:g}",
+                None if fb is None else fb < TARGET_STREAM_FIRST_BYTE_P50_MS and stream.get("errors") == 0,
+            )
+        )
         rps = None if w64 is None else float(w64["rps"])
         errs = None if w64 is None else int(w64["non_2xx"]) + int(w64["socket_errors"])
-        rows.append(("req/s at c=64, zero errors", rps, f">= {TARGET_RPS_C64:g}, 0 errors",
-                     None if rps is None else rps >= TARGET_RPS_C64 and errs == 0))
-        rows.append(("idle RSS (MB)", idle, f"< {TARGET_IDLE_RSS_MB:g}",
-                     None if idle is None else idle < TARGET_IDLE_RSS_MB))
+        rows.append(
+            (
+                "req/s at c=64, zero errors",
+                rps,
+                f">= {TARGET_RPS_C64:g}, 0 errors",
+                None if rps is None else rps >= TARGET_RPS_C64 and errs == 0,
+            )
+        )
+        rows.append(
+            (
+                "idle RSS (MB)",
+                idle,
+                f"< {TARGET_IDLE_RSS_MB:g}",
+                None if idle is None else idle < TARGET_IDLE_RSS_MB,
+            )
+        )
         for name, value, target, ok in rows:
-            out.append({"gateway": gw["key"], "check": name, "value": value, "target": target,
-                        "result": "n/a" if ok is None else ("PASS" if ok else "FAIL")})
+            out.append(
+                {
+                    "gateway": gw["key"],
+                    "check": name,
+                    "value": value,
+                    "target": target,
+                    "result": "n/a" if ok is None else ("PASS" if ok else "FAIL"),
+                }
+            )
     return out
 
 
@@ -857,9 +1085,17 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"## OmniRelay overhead benchmark ({r['profile']}) — {r['started_utc']}",
         "",
         f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}, {m['platform']}",
-        ("- pinning: gateway on CPU {g}; fake upstream + wrk + load generators on CPU {l}".format(
-            g=pin["gateway_cpu"], l=pin["upstream_and_load_cpu"]) if pin["enabled"] else "- pinning: OFF"),
+        (
+            "- pinning: gateway on CPU {g}; fake upstream + wrk + load generators on CPU {l}".format(
+                g=pin["gateway_cpu"], l=pin["upstream_and_load_cpu"]
+            )
+            if pin["enabled"]
+            else "- pinning: OFF"
+        ),
         f"- command: `{r['run_command']}`",
+        f"- load average at start {m['loadavg'][0]:.2f}, at end {m.get('loadavg_end', [0.0])[0]:.2f}; "
+        f"CPU steal during run {f3((m.get('cpu_during_run') or {}).get('steal_pct'))}% "
+        "(other load on the machine makes every number noisier)",
         "",
     ]
     direct = r.get("direct") or {}
@@ -868,60 +1104,82 @@ def render_markdown(r: dict[str, Any]) -> str:
 
     cap = r.get("upstream_capacity")
     if cap:
-        lines += ["### Fake upstream alone (wrk -t1 -c64 on the gateway core, fake on its own core)", "",
-                  "| req/s | p50 ms | p99 ms | non-2xx | socket errors |", "|---:|---:|---:|---:|---:|",
-                  f"| {cap['rps']:,.0f} | {f3(cap['p50_ms'])} | {f3(cap['p99_ms'])} | {cap['non_2xx']} "
-                  f"| {cap['socket_errors']} |", ""]
+        lines += [
+            "### Fake upstream alone (wrk -t1 -c64 on the gateway core, fake on its own core)",
+            "",
+            "| req/s | p50 ms | p99 ms | non-2xx | socket errors |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {cap['rps']:,.0f} | {f3(cap['p50_ms'])} | {f3(cap['p99_ms'])} | {cap['non_2xx']} "
+            f"| {cap['socket_errors']} |",
+            "",
+        ]
 
-    lines += ["### a. Throughput — wrk -t1, non-streaming POST /v1/chat/completions", "",
-              "| conns | target | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "### a. Throughput — wrk -t1, non-streaming POST /v1/chat/completions",
+        "",
+        "| conns | target | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for conns in r["settings"]["connections"]:
         for name, e in entries:
             w = _wrk_at(e, conns)
             if w is None:
                 lines.append(na_row(f"{conns} | {name}", 5))
             else:
-                lines.append(f"| {conns} | {name} | {w['rps']:,.0f} | {f3(w['p50_ms'])} | {f3(w['p99_ms'])} "
-                             f"| {w['non_2xx']} | {w['socket_errors']} |")
+                lines.append(
+                    f"| {conns} | {name} | {w['rps']:,.0f} | {f3(w['p50_ms'])} | {f3(w['p99_ms'])} "
+                    f"| {w['non_2xx']} | {w['socket_errors']} |"
+                )
     s = r["settings"]
     # b and c: with gateways, direct is measured in rounds interleaved with each gateway ("paired").
     paired: list[tuple[str, dict[str, Any]]] = [("direct", direct)] if direct.get("rate") else []
     for g in gws:
         paired += [(f"direct (paired with {g['key']})", g.get("paired_direct") or {}), (g["key"], g)]
-    lines += ["", f"### b. Fixed rate {s['rate']:g} req/s for {s['rate_duration']:g}s per target "
-              f"({s['rounds']} interleaved rounds) — open loop, latency from scheduled send (ms)", "",
-              "| target | ok / sent | errors | p50 | p90 | p99 | max | client send lag p99 |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"### b. Fixed rate {s['rate']:g} req/s for {s['rate_duration']:g}s per target "
+        f"({s['rounds']} interleaved rounds) — open loop, latency from scheduled send (ms)",
+        "",
+        "| target | ok / sent | errors | p50 | p90 | p99 | max | client send lag p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in paired:
         rt = e.get("rate")
         if not rt:
             lines.append(na_row(name, 7))
             continue
         lat = rt["latency_ms"]
-        lines.append(f"| {name} | {rt['ok']} / {rt['scheduled']} | {rt['errors']} | {f3(lat['p50'])} "
-                     f"| {f3(lat['p90'])} | {f3(lat['p99'])} | {f3(lat['max'])} "
-                     f"| {f3(rt['send_lag_ms']['p99'])} |")
+        lines.append(
+            f"| {name} | {rt['ok']} / {rt['scheduled']} | {rt['errors']} | {f3(lat['p50'])} "
+            f"| {f3(lat['p90'])} | {f3(lat['p99'])} | {f3(lat['max'])} "
+            f"| {f3(rt['send_lag_ms']['p99'])} |"
+        )
     for g in gws:
         rt, drate = g.get("rate") or {}, (g.get("paired_direct") or {}).get("rate") or {}
         d = [_added(rt.get("latency_ms"), drate.get("latency_ms"), k) for k in ("p50", "p90", "p99", "max")]
         lines.append(f"| **added** {g['key']} minus direct | | | {' | '.join(fdelta(x) for x in d)} | |")
 
-    lines += ["", f"### c. Streaming (include_usage) — {s['stream_requests']} requests per target "
-              f"({s['rounds']} interleaved rounds), concurrency {s['stream_concurrency']}, "
-              f"chunk delay {s['chunk_delay_ms']:g} ms (ms)", "",
-              "| target | ok | errors | headers p50 | first byte p50 | first byte p99 | first data p50 "
-              "| first data p99 | total p50 | total p99 |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"### c. Streaming (include_usage) — {s['stream_requests']} requests per target "
+        f"({s['rounds']} interleaved rounds), concurrency {s['stream_concurrency']}, "
+        f"chunk delay {s['chunk_delay_ms']:g} ms (ms)",
+        "",
+        "| target | ok | errors | headers p50 | first byte p50 | first byte p99 | first data p50 "
+        "| first data p99 | total p50 | total p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in paired:
         st = e.get("stream")
         if not st:
             lines.append(na_row(name, 9))
             continue
-        lines.append(f"| {name} | {st['ok']} | {st['errors']} | {f3(st['headers_ms']['p50'])} "
-                     f"| {f3(st['first_byte_ms']['p50'])} | {f3(st['first_byte_ms']['p99'])} "
-                     f"| {f3(st['first_data_ms']['p50'])} | {f3(st['first_data_ms']['p99'])} "
-                     f"| {f3(st['total_ms']['p50'])} | {f3(st['total_ms']['p99'])} |")
+        lines.append(
+            f"| {name} | {st['ok']} | {st['errors']} | {f3(st['headers_ms']['p50'])} "
+            f"| {f3(st['first_byte_ms']['p50'])} | {f3(st['first_byte_ms']['p99'])} "
+            f"| {f3(st['first_data_ms']['p50'])} | {f3(st['first_data_ms']['p99'])} "
+            f"| {f3(st['total_ms']['p50'])} | {f3(st['total_ms']['p99'])} |"
+        )
     for g in gws:
         st, dstream = g.get("stream") or {}, (g.get("paired_direct") or {}).get("stream") or {}
         cells = [
@@ -936,19 +1194,31 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| **added** {g['key']} minus direct | | | {' | '.join(fdelta(x) for x in cells)} |")
 
     if gws:
-        lines += ["", "### d. Gateway memory (process tree; MB)", "",
-                  "| gateway | idle RSS | after-load RSS | peak RSS (VmHWM) | after-load PSS | processes |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "### d. Gateway memory (process tree; MB)",
+            "",
+            "| gateway | idle RSS | after-load RSS | peak RSS (VmHWM) | after-load PSS | processes |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for g in gws:
             idle, after = g.get("rss_idle") or {}, g.get("rss_after_load") or {}
-            lines.append(f"| {g['key']} | {f3(idle.get('rss_mb'))} | {f3(after.get('rss_mb'))} "
-                         f"| {f3(after.get('hwm_mb'))} | {f3(after.get('pss_mb'))} "
-                         f"| {len(after.get('pids') or idle.get('pids') or [])} |")
-        lines += ["", "### Targets", "", "| gateway | check | value | target | result |",
-                  "|---|---|---:|---|---|"]
+            lines.append(
+                f"| {g['key']} | {f3(idle.get('rss_mb'))} | {f3(after.get('rss_mb'))} "
+                f"| {f3(after.get('hwm_mb'))} | {f3(after.get('pss_mb'))} "
+                f"| {len(after.get('pids') or idle.get('pids') or [])} |"
+            )
+        lines += [
+            "",
+            "### Targets",
+            "",
+            "| gateway | check | value | target | result |",
+            "|---|---|---:|---|---|",
+        ]
         for c in r.get("checks", []):
-            lines.append(f"| {c['gateway']} | {c['check']} | {f3(c['value'])} | {c['target']} "
-                         f"| {c['result']} |")
+            lines.append(
+                f"| {c['gateway']} | {c['check']} | {f3(c['value'])} | {c['target']} | {c['result']} |"
+            )
 
     errs = list(r.get("errors", []))
     sources = [("direct", direct)]
