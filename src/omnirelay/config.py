@@ -54,6 +54,9 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     max_connections: int = Field(512, ge=1)
+    # Ask OpenAI-dialect upstreams for usage in streams (stream_options.include_usage). Turn off only
+    # for an upstream that rejects the option; its streamed requests then record no token counts.
+    stream_usage: bool = True
     mock: MockOptions = Field(default_factory=MockOptions)
 
     @field_validator("api_keys", mode="before")

@@ -116,7 +116,7 @@ async def _chat_passthrough(
     out = dict(body)
     out["model"] = dep.upstream_model
     strip_usage = False
-    if stream:
+    if stream and dep.provider.stream_usage:
         options = body.get("stream_options")
         options = dict(options) if isinstance(options, dict) else {}
         if options.get("include_usage") is not True:
@@ -226,9 +226,10 @@ def openai_json_endpoint(
             out = dict(body)
             out["model"] = dep.upstream_model
             options = dict(body.get("stream_options") or {})
-            strip = options.get("include_usage") is not True
-            options["include_usage"] = True
-            out["stream_options"] = options
+            strip = dep.provider.stream_usage and options.get("include_usage") is not True
+            if strip:
+                options["include_usage"] = True
+                out["stream_options"] = options
             resp = await send_json(dep, path, json.dumps(out))
             return stream_response(call, relay_stream(call, dep, resp, strip))
 

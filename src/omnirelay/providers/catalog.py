@@ -25,6 +25,7 @@ class Provider:
     keys: list[str]
     models: dict[str, str]  # public name → upstream name
     adapter: ChatAdapter | None = None
+    stream_usage: bool = True
     _turn: int = field(default=0, repr=False)
 
     def next_key(self) -> str | None:
