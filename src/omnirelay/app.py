@@ -21,7 +21,7 @@ from starlette.routing import Route
 from omnirelay import pipeline
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound
-from omnirelay.ingress.openai_chat import error_body
+from omnirelay.ingress.base import Ingress
 from omnirelay.passthrough import Call
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
@@ -40,18 +40,26 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
-def error_response(err: GatewayError, request_id: str, extra: dict[str, str] | None = None) -> Response:
+def error_response(
+    err: GatewayError,
+    request_id: str,
+    extra: dict[str, str] | None = None,
+    ingress: Ingress = pipeline.OPENAI,
+) -> Response:
     headers = dict(err.headers)
     if extra:
         headers.update(extra)
     headers["x-request-id"] = request_id
     return Response(
-        json.dumps(error_body(err)), status_code=err.status, headers=headers, media_type="application/json"
+        ingress.error_body(err), status_code=err.status, headers=headers, media_type="application/json"
     )
 
 
-def endpoint(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response | StreamResponse]]:
-    """Wrap a pipeline handler: request id, authentication, errors in OpenAI's shape, one usage record."""
+def endpoint(
+    name: str, handler: Handler, ingress: Ingress = pipeline.OPENAI
+) -> Callable[[Request], Awaitable[Response | StreamResponse]]:
+    """Wrap a pipeline handler: request id, authentication, errors in the ingress protocol's shape,
+    one usage record."""
 
     async def route(request: Request) -> Response | StreamResponse:
         rt: Runtime = request.app.state.runtime
@@ -63,13 +71,13 @@ def endpoint(name: str, handler: Handler) -> Callable[[Request], Awaitable[Respo
         except GatewayError as exc:
             call.status, call.error = exc.status, exc.message
             rt.finish(call)
-            return error_response(exc, call.request_id, call.headers())
+            return error_response(exc, call.request_id, call.headers(), ingress)
         except Exception:
             log.exception("request %s failed inside the gateway", call.request_id)
             err = GatewayError("The gateway failed to process the request.", status=500)
             call.status, call.error = 500, "internal error"
             rt.finish(call)
-            return error_response(err, call.request_id)
+            return error_response(err, call.request_id, ingress=ingress)
         if isinstance(response, StreamResponse):
 
             def on_close(disconnected: bool) -> None:
@@ -132,6 +140,12 @@ ROUTES = [
     ("GET", "/v1/models", "models", pipeline.list_models),
     ("GET", "/v1/models/{model:path}", "models", pipeline.get_model),
 ]
+# Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
+ANTHROPIC_ROUTES = [
+    ("POST", "/v1/messages", "messages", pipeline.anthropic_messages),
+    ("POST", "/v1/messages/count_tokens", "messages.count_tokens", pipeline.anthropic_count_tokens),
+    ("GET", "/v1/models", "models", pipeline.anthropic_models),
+]
 
 
 def create_app(
@@ -150,6 +164,11 @@ def create_app(
 
     routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
     routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
+    for method, path, name, fn in ANTHROPIC_ROUTES:
+        route = endpoint(name, fn, pipeline.ANTHROPIC)
+        routes.append(Route("/anthropic" + path, route, methods=[method]))
+        if path != "/v1/models":
+            routes.append(Route(path, route, methods=[method]))
     middleware = []
     if config.server.cors_origins:
         middleware.append(

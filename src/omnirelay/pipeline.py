@@ -9,16 +9,20 @@ Auth and the usage record are handled around these functions by `omnirelay.app.e
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.tokens import estimate_usage
 from omnirelay.canonical.request import ChatRequest
-from omnirelay.canonical.stream import StreamError, StreamEvent, UsageEvent
+from omnirelay.canonical.stream import StreamEvent, UsageEvent
 from omnirelay.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
+from omnirelay.ingress import anthropic as anthropic_ingress
 from omnirelay.ingress import openai_chat
+from omnirelay.ingress.base import Ingress, StreamEncoder
 from omnirelay.passthrough import Call, relay_body, relay_stream, send_json
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
@@ -90,7 +94,31 @@ def _no_adapter(dep: Deployment, path: str) -> BadRequest:
     )
 
 
-# --- chat completions ---------------------------------------------------------------------------
+# --- chat, any ingress protocol -----------------------------------------------------------------
+
+OPENAI = openai_chat.OpenAIChatIngress()
+Passthrough = Callable[[Deployment], Awaitable[Response | StreamResponse]]
+
+
+async def run_chat(
+    call: Call,
+    deployments: list[Deployment],
+    ingress: Ingress,
+    body: dict[str, Any],
+    passthrough: Passthrough,
+) -> Response | StreamResponse:
+    """Serve a chat request on the first deployment that can: bytes passthrough when the upstream
+    speaks the ingress protocol, canonical translation otherwise."""
+    decoded: list[ChatRequest] = []
+
+    async def attempt(dep: Deployment) -> Response | StreamResponse:
+        if dep.provider.dialect == ingress.dialect:
+            return await passthrough(dep)
+        if not decoded:
+            decoded.append(ingress.decode(body))
+        return await _chat_translated(call, dep, ingress, decoded[0])
+
+    return await with_attempts(call, deployments, attempt)
 
 
 async def chat_completions(rt: Runtime, request: Request, call: Call) -> Response | StreamResponse:
@@ -98,16 +126,9 @@ async def chat_completions(rt: Runtime, request: Request, call: Call) -> Respons
     call.model = openai_chat.check_request(body)
     call.stream = stream = body.get("stream") is True
     deployments = rt.router.resolve(call.model)
-    decoded: list[ChatRequest] = []
-
-    async def attempt(dep: Deployment) -> Response | StreamResponse:
-        if dep.provider.dialect == "openai":
-            return await _chat_passthrough(call, dep, body, stream)
-        if not decoded:
-            decoded.append(openai_chat.decode_request(body))
-        return await _chat_translated(call, dep, decoded[0])
-
-    return await with_attempts(call, deployments, attempt)
+    return await run_chat(
+        call, deployments, OPENAI, body, lambda dep: _chat_passthrough(call, dep, body, stream)
+    )
 
 
 async def _chat_passthrough(
@@ -130,26 +151,30 @@ async def _chat_passthrough(
     return json_response(call, raw, resp.status, content_type)
 
 
-async def _chat_translated(call: Call, dep: Deployment, req: ChatRequest) -> Response | StreamResponse:
+async def _chat_translated(
+    call: Call, dep: Deployment, ingress: Ingress, req: ChatRequest
+) -> Response | StreamResponse:
     adapter = dep.provider.adapter
     if adapter is None:
-        raise _no_adapter(dep, "/v1/chat/completions")
+        raise _no_adapter(dep, "chat requests")
     req.model = dep.upstream_model
     key = dep.provider.next_key()
     if not req.stream:
         resp = await adapter.complete(req, key)
         call.mark_first_byte()
         call.usage = resp.usage
-        return json_response(call, json.dumps(openai_chat.encode_response(resp)))
+        req.model = call.model  # answer under the name the client asked for
+        return json_response(call, ingress.encode_response(resp, req))
     events = adapter.stream(req, key)
     first = await anext(events)  # failures before the first event can still go to another deployment
-    return stream_response(call, _encode_stream(call, req, first, events))
+    req.model = call.model
+    encoder = ingress.stream_encoder(req)
+    return stream_response(call, _encode_stream(call, encoder, first, events))
 
 
 async def _encode_stream(
-    call: Call, req: ChatRequest, first: StreamEvent, events: AsyncIterator[StreamEvent]
+    call: Call, encoder: StreamEncoder, first: StreamEvent, events: AsyncIterator[StreamEvent]
 ) -> AsyncIterator[bytes]:
-    encoder = openai_chat.StreamEncoder(include_usage=req.include_usage)
     call.mark_first_byte()
     try:
         event: StreamEvent | None = first
@@ -163,9 +188,55 @@ async def _encode_stream(
         yield encoder.close()
     except GatewayError as exc:
         call.status, call.error = exc.status, exc.message
-        yield encoder.encode(StreamError(exc))
+        yield encoder.error(exc)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+# --- Anthropic Messages --------------------------------------------------------------------------
+
+ANTHROPIC = anthropic_ingress.AnthropicIngress()
+
+
+async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Response | StreamResponse:
+    body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
+    call.model = _model_of(body, None)
+    call.stream = body.get("stream") is True
+    deployments = rt.router.resolve(call.model)
+
+    async def passthrough(dep: Deployment) -> Response | StreamResponse:
+        raise _no_adapter(dep, "Anthropic passthrough")  # wired with the Anthropic upstream adapter
+
+    return await run_chat(call, deployments, ANTHROPIC, body, passthrough)
+
+
+async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> Response:
+    raw = await read_body(request, rt.config.server.max_body_bytes)
+    body = json.parse_object(raw)
+    call.model = _model_of(body, None)
+    rt.router.resolve(call.model)
+    req = ANTHROPIC.decode({**body, "max_tokens": 1})
+    call.usage = estimate_usage(req)
+    return json_response(call, json.dumps({"input_tokens": call.usage.input_tokens}))
+
+
+async def anthropic_models(rt: Runtime, request: Request, call: Call) -> Response:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rt.started))
+    data = [
+        {"type": "model", "id": name, "display_name": name, "created_at": created}
+        for name, _owner in rt.router.models()
+    ]
+    return json_response(
+        call,
+        json.dumps(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        ),
+    )
 
 
 # --- embeddings and the other JSON endpoints ----------------------------------------------------
@@ -287,6 +358,8 @@ def _model_json(rt: Runtime, name: str, owner: str) -> dict[str, Any]:
 
 
 async def list_models(rt: Runtime, request: Request, call: Call) -> Response:
+    if "anthropic-version" in request.headers:  # the Anthropic SDK lists models at the same path
+        return await anthropic_models(rt, request, call)
     data = [_model_json(rt, name, owner) for name, owner in rt.router.models()]
     return json_response(call, json.dumps({"object": "list", "data": data}))
 

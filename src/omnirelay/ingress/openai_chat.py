@@ -390,6 +390,9 @@ class StreamEncoder:
             return sse.encode(json.dumps(error_body(event.error)))
         return b""
 
+    def error(self, err: GatewayError) -> bytes:
+        return sse.encode(json.dumps(error_body(err)))
+
     def close(self) -> bytes:
         tail = b""
         if self.include_usage and self._usage is not None:
@@ -417,3 +420,19 @@ def encode_embeddings(resp: EmbeddingResponse, encoding_format: str | None) -> d
 
 def error_body(err: GatewayError) -> dict[str, Any]:
     return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+class OpenAIChatIngress:
+    dialect = "openai"
+
+    def decode(self, body: dict[str, Any]) -> ChatRequest:
+        return decode_request(body)
+
+    def encode_response(self, resp: ChatResponse, req: ChatRequest) -> bytes:
+        return json.dumps(encode_response(resp))
+
+    def stream_encoder(self, req: ChatRequest) -> StreamEncoder:
+        return StreamEncoder(include_usage=req.include_usage)
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return json.dumps(error_body(err))
