@@ -8,19 +8,26 @@ import pytest
 
 from tests.conftest import MASTER_KEY, Gateway
 
-TOOL = {"name": "lookup", "description": "Look a thing up",
-        "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}}}
+TOOL = {
+    "name": "lookup",
+    "description": "Look a thing up",
+    "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}},
+}
 
 
 @pytest.fixture(params=["", "/anthropic"], ids=["root", "prefix"])
 def client(gateway: Gateway, request: pytest.FixtureRequest) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.base_url + request.param, api_key=MASTER_KEY, max_retries=0,
-                               timeout=10)
+    return anthropic.Anthropic(
+        base_url=gateway.base_url + request.param, api_key=MASTER_KEY, max_retries=0, timeout=10
+    )
 
 
 def test_text_to_mock(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
-        model="mock", max_tokens=100, system="be brief", messages=[{"role": "user", "content": "hello claude"}]
+        model="mock",
+        max_tokens=100,
+        system="be brief",
+        messages=[{"role": "user", "content": "hello claude"}],
     )
     assert message.type == "message" and message.role == "assistant"
     assert message.content[0].type == "text" and message.content[0].text == "echo: hello claude"
@@ -29,8 +36,9 @@ def test_text_to_mock(client: anthropic.Anthropic) -> None:
 
 
 def test_stream_final_message(client: anthropic.Anthropic) -> None:
-    with client.messages.stream(model="mock", max_tokens=100,
-                                messages=[{"role": "user", "content": "stream it now"}]) as stream:
+    with client.messages.stream(
+        model="mock", max_tokens=100, messages=[{"role": "user", "content": "stream it now"}]
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "echo: stream it now"
@@ -39,25 +47,38 @@ def test_stream_final_message(client: anthropic.Anthropic) -> None:
 
 
 def test_tool_use_round_trip(client: anthropic.Anthropic) -> None:
-    first = client.messages.create(model="mock", max_tokens=100, tools=[TOOL],  # type: ignore[list-item]
-                                   messages=[{"role": "user", "content": "find the cat"}])
+    first = client.messages.create(
+        model="mock",
+        max_tokens=100,
+        tools=[TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "find the cat"}],
+    )
     assert first.stop_reason == "tool_use"
     call = next(b for b in first.content if b.type == "tool_use")
     assert call.name == "lookup" and call.input == {"input": "find the cat"}
     second = client.messages.create(
-        model="mock", max_tokens=100, tools=[TOOL],  # type: ignore[list-item]
+        model="mock",
+        max_tokens=100,
+        tools=[TOOL],  # type: ignore[list-item]
         messages=[
             {"role": "user", "content": "find the cat"},
             {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "on the mat"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "on the mat"}],
+            },
         ],
     )
     assert second.content[0].text == "tool result: on the mat"  # type: ignore[union-attr]
 
 
 def test_streamed_tool_use(client: anthropic.Anthropic) -> None:
-    with client.messages.stream(model="mock", max_tokens=100, tools=[TOOL],  # type: ignore[list-item]
-                                messages=[{"role": "user", "content": "stream a call"}]) as stream:
+    with client.messages.stream(
+        model="mock",
+        max_tokens=100,
+        tools=[TOOL],  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "stream a call"}],
+    ) as stream:
         final = stream.get_final_message()
     call = final.content[-1]
     assert call.type == "tool_use" and call.input == {"input": "stream a call"}
@@ -69,11 +90,19 @@ def test_errors_in_anthropic_shape(client: anthropic.Anthropic, gateway: Gateway
         client.messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert info.value.body["type"] == "error"  # type: ignore[index]
     assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    resp = httpx.post(gateway.base_url + "/v1/messages", headers={"x-api-key": MASTER_KEY},
-                      json={"model": "mock", "messages": [{"role": "user", "content": "x"}]})
+    resp = httpx.post(
+        gateway.base_url + "/v1/messages",
+        headers={"x-api-key": MASTER_KEY},
+        json={"model": "mock", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert resp.status_code == 400
-    assert resp.json() == {"type": "error", "error": {"type": "invalid_request_error",
-                                                      "message": "max_tokens: Field required (a positive integer)"}}
+    assert resp.json() == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "max_tokens: Field required (a positive integer)",
+        },
+    }
     bad = anthropic.Anthropic(base_url=gateway.base_url, api_key="sk-wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": "x"}])

@@ -50,8 +50,12 @@ class Assembler:
             elif event.kind == "thinking":
                 new = ThinkingPart("", redacted=event.redacted, provider_details=event.provider_details)
             else:
-                new = ToolCallPart(id=event.tool_call_id or "", name=event.tool_name or "", arguments="",
-                                   provider_details=event.provider_details)
+                new = ToolCallPart(
+                    id=event.tool_call_id or "",
+                    name=event.tool_name or "",
+                    arguments="",
+                    provider_details=event.provider_details,
+                )
             self._blocks[(event.choice, event.index)] = new
             self._choice(event.choice).message.parts.append(new)
         elif isinstance(event, Finish):
