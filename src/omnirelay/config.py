@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from omnirelay.providers.presets import PRESETS
 
-PROVIDER_TYPES = ("openai", "openai-compatible", "mock")
+PROVIDER_TYPES = ("openai", "openai-compatible", "azure", "mock")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -57,6 +57,7 @@ class ProviderConfig(_Strict):
     # Ask OpenAI-dialect upstreams for usage in streams (stream_options.include_usage). Turn off only
     # for an upstream that rejects the option; its streamed requests then record no token counts.
     stream_usage: bool = True
+    api_version: str = "2024-10-21"  # Azure OpenAI only
     mock: MockOptions = Field(default_factory=MockOptions)
 
     @field_validator("api_keys", mode="before")
@@ -84,8 +85,8 @@ class ProviderConfig(_Strict):
     @model_validator(mode="after")
     def _complete(self) -> ProviderConfig:
         preset = PRESETS.get(self.type)
-        if self.type == "openai-compatible" and not self.base_url:
-            raise ValueError("type openai-compatible needs a base_url")
+        if self.type in ("openai-compatible", "azure") and not self.base_url:
+            raise ValueError(f"type {self.type} needs a base_url")
         if self.type != "mock":
             if not self.api_keys and preset is not None:
                 self.api_keys = keys_from_env(preset.key_env)

@@ -84,7 +84,9 @@ async def send_json(
 ) -> UpstreamResponse:
     """Send and raise the upstream's error answer, if any, before a byte reaches the client."""
     target = dep.provider.target
-    resp = await openai.send(target, dep.provider.next_key(), path, body, content_type)
+    resp = await openai.send(
+        target, dep.provider.next_key(), path, body, content_type, model=dep.upstream_model
+    )
     if resp.status >= 400:
         try:
             raw = await resp.read()

@@ -62,6 +62,7 @@ def build_provider(cfg: ProviderConfig, http_client: str) -> Provider:
         headers=dict(cfg.headers),
         secrets=tuple(cfg.api_keys),
         options=cfg.mock if dialect == "mock" else None,
+        azure_api_version=cfg.api_version if cfg.type == "azure" else None,
     )
     adapter_cls = ADAPTERS.get(dialect)
     return Provider(
@@ -72,6 +73,7 @@ def build_provider(cfg: ProviderConfig, http_client: str) -> Provider:
         keys=list(cfg.api_keys),
         models=cfg.model_map(),
         adapter=adapter_cls(target) if adapter_cls else None,
+        stream_usage=cfg.stream_usage,
     )
 
 

@@ -22,6 +22,8 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()  # the provider's keys, scrubbed from anything echoed back
     options: Any = None  # type-specific settings (the mock's latency and chunking)
+    # Azure OpenAI: deployment URLs (`/openai/deployments/<model>/...?api-version=`) and an `api-key` header.
+    azure_api_version: str | None = None
 
 
 class ChatAdapter(Protocol):

@@ -24,7 +24,10 @@ def request_headers(target: Target, key: str | None, content_type: str | None) -
     if content_type:
         headers["content-type"] = content_type
     if key:
-        headers["authorization"] = f"Bearer {key}"
+        if target.azure_api_version:
+            headers["api-key"] = key
+        else:
+            headers["authorization"] = f"Bearer {key}"
     if target.headers:
         headers.update(target.headers)
     return headers
@@ -37,15 +40,24 @@ async def send(
     body: bytes | None,
     content_type: str | None = "application/json",
     method: str = "POST",
+    model: str | None = None,
 ) -> UpstreamResponse:
-    """Send one request; transport failures become UpstreamErrors. Any HTTP status is returned."""
+    """Send one request; transport failures become UpstreamErrors. Any HTTP status is returned.
+
+    `model` is the upstream model, needed for Azure's deployment URLs."""
     assert target.client is not None
     try:
         return await target.client.send(
-            method, target.base_url + path, request_headers(target, key, content_type), body
+            method, url(target, path, model), request_headers(target, key, content_type), body
         )
     except TransportError as exc:
         raise transport_error(target, exc) from None
+
+
+def url(target: Target, path: str, model: str | None) -> str:
+    if target.azure_api_version and model:
+        return f"{target.base_url}/openai/deployments/{model}{path}?api-version={target.azure_api_version}"
+    return target.base_url + path
 
 
 def transport_error(target: Target, exc: TransportError) -> UpstreamError:
