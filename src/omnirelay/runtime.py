@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from omnirelay.accounting.recorder import UsageRecorder
+from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.config import Config
 from omnirelay.passthrough import Call
 from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
@@ -17,6 +17,7 @@ from omnirelay.routing.router import Router
 from omnirelay.storage.base import Store
 from omnirelay.storage.records import UsageRecord
 from omnirelay.storage.sql import open_store, sqlite_url
+from omnirelay.stored_responses import ResponseArchive
 
 log = logging.getLogger("omnirelay")
 MASTER_KEY_SETTING = "master_key_sha256"
@@ -27,11 +28,12 @@ class Runtime:
     config: Config
     data_dir: Path
     store: Store
-    recorder: UsageRecorder
+    recorder: BatchWriter[UsageRecord]
     providers: list[Provider]
     router: Router
     auth: Authenticator
     started: int
+    responses: ResponseArchive | None = None
     new_master_key: str | None = None  # set only when this start generated it
 
     def finish(self, call: Call) -> None:
@@ -64,6 +66,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.recorder.close()
+        if self.responses is not None:
+            await self.responses.writer.close()
         for provider in self.providers:
             await provider.close()
         await self.store.close()
@@ -90,8 +94,10 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
             stored = hash_key(new_key)
             await store.set_setting(MASTER_KEY_SETTING, stored)
         master_hash = stored
-    recorder = UsageRecorder(store, config.usage.flush_interval_seconds, config.usage.max_batch)
+    recorder = BatchWriter(store.add_usage, config.usage.flush_interval_seconds, config.usage.max_batch)
     recorder.start()
+    responses = ResponseArchive(store, config.usage.flush_interval_seconds)
+    responses.writer.start()
     providers = build_providers(config)
     return Runtime(
         config=config,
@@ -103,6 +109,7 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         auth=Authenticator(master_hash),
         started=int(time.time()),
         new_master_key=new_key,
+        responses=responses,
     )
 
 

@@ -6,7 +6,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from omnirelay.storage import sql
-from omnirelay.storage.records import UsageRecord
+from omnirelay.storage.records import StoredResponse, UsageRecord
 
 
 def test_schema_head_matches_migrations() -> None:
@@ -50,3 +50,14 @@ async def test_sqlite_store_round_trip_and_idempotent_batches(tmp_path: Path) ->
     await again.start()
     assert await again.count_usage() == 3 and await again.ping()
     await again.close()
+
+
+async def test_stored_responses(tmp_path: Path) -> None:
+    store = sql.SqlStore(sql.sqlite_url(tmp_path))
+    await store.start()
+    rec = StoredResponse(id="resp_1", ts=1.0, key_id="k", model="m", request="[]", response='{"id":"resp_1"}')
+    await store.add_responses([rec])
+    await store.add_responses([rec])
+    assert await store.get_response("resp_1") == rec
+    assert await store.get_response("resp_2") is None
+    await store.close()

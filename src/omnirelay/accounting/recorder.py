@@ -1,5 +1,6 @@
-"""Usage records leave the request path through an in-memory buffer that a background task writes
-to the store in batches. `record()` never awaits and never touches the database.
+"""Records leave the request path through an in-memory buffer that a background task writes to the
+store in batches (usage records, stored Responses). `record()` never awaits and never touches the
+database.
 
 A failed write keeps its batch and retries with backoff (nothing is dropped while the process
 lives); `close()` drains the buffer, and is called on shutdown after in-flight requests finish.
@@ -10,25 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-from omnirelay.storage.base import Store
-from omnirelay.storage.records import UsageRecord
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 log = logging.getLogger("omnirelay.usage")
+T = TypeVar("T")
 
 
-class UsageRecorder:
-    def __init__(self, store: Store, flush_interval: float = 0.5, max_batch: int = 1000) -> None:
-        self._store = store
+class BatchWriter(Generic[T]):
+    def __init__(
+        self,
+        write: Callable[[Sequence[T]], Awaitable[None]],
+        flush_interval: float = 0.5,
+        max_batch: int = 1000,
+        name: str = "usage records",
+    ) -> None:
+        self._write = write
+        self._name = name
         self._interval = flush_interval
         self._max_batch = max_batch
-        self._buffer: list[UsageRecord] = []
+        self._buffer: list[T] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.written = 0
 
-    def record(self, rec: UsageRecord) -> None:
+    def record(self, rec: T) -> None:
         self._buffer.append(rec)
         if len(self._buffer) >= self._max_batch:
             self._wake.set()
@@ -38,7 +46,7 @@ class UsageRecorder:
         return len(self._buffer)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+        self._task = asyncio.create_task(self._run(), name=f"writer: {self._name}")
 
     async def _run(self) -> None:
         backoff = self._interval
@@ -53,9 +61,9 @@ class UsageRecorder:
         while self._buffer:
             batch = self._buffer[: self._max_batch]
             try:
-                await self._store.add_usage(batch)
+                await self._write(batch)
             except Exception:
-                log.exception("writing %d usage records failed; will retry", len(batch))
+                log.exception("writing %d %s failed; will retry", len(batch), self._name)
                 return False
             del self._buffer[: len(batch)]
             self.written += len(batch)
@@ -70,4 +78,4 @@ class UsageRecorder:
             if await self.flush():
                 return
             await asyncio.sleep(0.5)
-        log.error("%d usage records could not be written at shutdown", len(self._buffer))
+        log.error("%d %s could not be written at shutdown", len(self._buffer), self._name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from omnirelay.storage.records import UsageRecord
+from omnirelay.storage.records import StoredResponse, UsageRecord
 
 
 class Store(ABC):
@@ -36,3 +36,10 @@ class Store(ABC):
 
     @abstractmethod
     async def count_usage(self) -> int: ...
+
+    @abstractmethod
+    async def add_responses(self, records: Sequence[StoredResponse]) -> None:
+        """Insert a batch; an id already stored is not duplicated."""
+
+    @abstractmethod
+    async def get_response(self, response_id: str) -> StoredResponse | None: ...

@@ -26,3 +26,15 @@ class UsageRecord:
     usage_estimated: bool = False
     client_ip: str | None = None
     error: str | None = None
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    """A Responses-API exchange kept for `GET /v1/responses/{id}` and `previous_response_id`."""
+
+    id: str
+    ts: float
+    key_id: str
+    model: str
+    request: str  # JSON: the input items of this turn (history included)
+    response: str  # JSON: the Response object as returned

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from omnirelay.storage import tables
 from omnirelay.storage.base import Store
-from omnirelay.storage.records import UsageRecord
+from omnirelay.storage.records import StoredResponse, UsageRecord
 
 _USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
+_RESPONSE_FIELDS = [f.name for f in dataclasses.fields(StoredResponse)]
 # The newest migration. A database already there skips loading Alembic at all (it costs ~10 MB of
 # memory and a noticeable start-up time); tests check this matches the migrations directory.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def sqlite_url(data_dir: str | Path) -> str:
@@ -92,6 +93,25 @@ class SqlStore(Store):
         fresh = [r for r in rows if r["request_id"] not in seen]
         if fresh:
             await conn.execute(sa.insert(tables.usage_records), fresh)
+
+    async def add_responses(self, records: Sequence[StoredResponse]) -> None:
+        if not records:
+            return
+        table = tables.responses
+        async with self.engine.begin() as conn:
+            existing = await conn.execute(
+                sa.select(table.c.id).where(table.c.id.in_([r.id for r in records]))
+            )
+            seen = set(existing.scalars())
+            fresh = [{f: getattr(r, f) for f in _RESPONSE_FIELDS} for r in records if r.id not in seen]
+            if fresh:
+                await conn.execute(sa.insert(table), fresh)
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        cols = [tables.responses.c[f] for f in _RESPONSE_FIELDS]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(*cols).where(tables.responses.c.id == response_id))).first()
+        return StoredResponse(**row._asdict()) if row else None
 
     async def list_usage(self, limit: int = 100) -> list[UsageRecord]:
         cols = [tables.usage_records.c[f] for f in _USAGE_FIELDS]
