@@ -19,10 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from omnirelay import pipeline
+from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound
 from omnirelay.ingress.base import Ingress
-from omnirelay.passthrough import Call
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse

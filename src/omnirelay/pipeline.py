@@ -17,13 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.accounting.tokens import estimate_usage
+from omnirelay.call import Call
 from omnirelay.canonical.request import ChatRequest
 from omnirelay.canonical.stream import StreamEvent, UsageEvent
 from omnirelay.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
 from omnirelay.ingress import anthropic as anthropic_ingress
 from omnirelay.ingress import openai_chat
 from omnirelay.ingress.base import Ingress, StreamEncoder
-from omnirelay.passthrough import Call, relay_body, relay_stream, send_json
+from omnirelay.passthrough.openai import relay_body, relay_stream, send_json
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json, multipart

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnirelay.accounting.recorder import BatchWriter
+from omnirelay.call import Call
 from omnirelay.config import Config
-from omnirelay.passthrough import Call
 from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
 from omnirelay.providers.catalog import Provider, build_providers
 from omnirelay.routing.router import Router

@@ -1,4 +1,4 @@
-"""Same-protocol relay: OpenAI-dialect requests to OpenAI-dialect upstreams.
+"""OpenAI-dialect requests to OpenAI-dialect upstreams.
 
 The body is forwarded with only the edits the gateway needs (the upstream model name; in streams,
 `stream_options.include_usage` so every request learns its token counts). Answers go back as the
@@ -8,10 +8,10 @@ and relayed as they arrive, with only the usage chunk the client did not ask for
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError, UpstreamError
 from omnirelay.ingress.openai_chat import error_body, parse_usage
@@ -22,61 +22,6 @@ from omnirelay.upstream import openai
 from omnirelay.upstream.openai import RETRY_HEADERS
 
 _DONE = b"data: [DONE]"
-
-
-class Call:
-    """One client request in flight: what the usage record and the response headers need."""
-
-    __slots__ = (
-        "attempts",
-        "client_ip",
-        "endpoint",
-        "error",
-        "key_id",
-        "model",
-        "provider",
-        "request_id",
-        "started",
-        "status",
-        "stream",
-        "ts",
-        "ttfb",
-        "upstream_model",
-        "usage",
-    )
-
-    def __init__(self, request_id: str, endpoint: str, client_ip: str | None) -> None:
-        self.request_id = request_id
-        self.endpoint = endpoint
-        self.client_ip = client_ip
-        self.ts = time.time()
-        self.started = time.perf_counter()
-        self.key_id = "-"
-        self.model = ""
-        self.provider: str | None = None
-        self.upstream_model: str | None = None
-        self.stream = False
-        self.ttfb: float | None = None
-        self.usage: Usage | None = None
-        self.status = 200
-        self.error: str | None = None
-        self.attempts = 0
-
-    def served_by(self, dep: Deployment) -> None:
-        self.provider = dep.provider.name
-        self.upstream_model = dep.upstream_model
-
-    def mark_first_byte(self) -> None:
-        if self.ttfb is None:
-            self.ttfb = time.perf_counter() - self.started
-
-    def headers(self) -> dict[str, str]:
-        out = {}
-        if self.provider is not None:
-            out["x-omnirelay-provider"] = f"{self.provider}/{self.upstream_model}"
-        if self.attempts > 1:
-            out["x-omnirelay-attempts"] = str(self.attempts)
-        return out
 
 
 async def send_json(
