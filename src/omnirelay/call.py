@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+
+from starlette.responses import Response
 
 from omnirelay.canonical.usage import Usage
 from omnirelay.routing.router import Deployment
+from omnirelay.transport.responses import SSE_HEADERS, StreamResponse, raw_headers
 
 
 class Call:
@@ -61,3 +65,18 @@ class Call:
         if self.attempts > 1:
             out["x-omnirelay-attempts"] = str(self.attempts)
         return out
+
+    def json_response(
+        self, body: bytes, status: int = 200, content_type: str = "application/json"
+    ) -> Response:
+        headers = self.headers()
+        headers["x-request-id"] = self.request_id
+        return Response(body, status_code=status, headers=headers, media_type=content_type)
+
+    def stream_response(
+        self, body: AsyncIterator[bytes], content_type: bytes | None = None
+    ) -> StreamResponse:
+        headers = self.headers()
+        headers["x-request-id"] = self.request_id
+        base = SSE_HEADERS if content_type is None else [(b"content-type", content_type), *SSE_HEADERS[1:]]
+        return StreamResponse(body, base + raw_headers(headers))

@@ -28,7 +28,7 @@ from omnirelay.passthrough.openai import relay_body, relay_stream, send_json
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json, multipart
-from omnirelay.transport.responses import SSE_HEADERS, StreamResponse, raw_headers
+from omnirelay.transport.responses import StreamResponse
 
 log = logging.getLogger("omnirelay.pipeline")
 MAX_ATTEMPTS = 3
@@ -72,20 +72,6 @@ async def with_attempts(
             )
     assert last is not None
     raise last
-
-
-def json_response(
-    call: Call, body: bytes, status: int = 200, content_type: str = "application/json"
-) -> Response:
-    headers = call.headers()
-    headers["x-request-id"] = call.request_id
-    return Response(body, status_code=status, headers=headers, media_type=content_type)
-
-
-def stream_response(call: Call, body: AsyncIterator[bytes]) -> StreamResponse:
-    headers = call.headers()
-    headers["x-request-id"] = call.request_id
-    return StreamResponse(body, SSE_HEADERS + raw_headers(headers))
 
 
 def _no_adapter(dep: Deployment, path: str) -> BadRequest:
@@ -147,9 +133,9 @@ async def _chat_passthrough(
             strip_usage = True
     resp = await send_json(dep, "/chat/completions", json.dumps(out))
     if stream and "event-stream" in resp.headers.get("content-type", ""):
-        return stream_response(call, relay_stream(call, dep, resp, strip_usage))
+        return call.stream_response(relay_stream(call, dep, resp, strip_usage))
     raw, content_type = await relay_body(call, dep, resp, parse=True)
-    return json_response(call, raw, resp.status, content_type)
+    return call.json_response(raw, resp.status, content_type)
 
 
 async def _chat_translated(
@@ -165,12 +151,12 @@ async def _chat_translated(
         call.mark_first_byte()
         call.usage = resp.usage
         req.model = call.model  # answer under the name the client asked for
-        return json_response(call, ingress.encode_response(resp, req))
+        return call.json_response(ingress.encode_response(resp, req))
     events = adapter.stream(req, key)
     first = await anext(events)  # failures before the first event can still go to another deployment
     req.model = call.model
     encoder = ingress.stream_encoder(req)
-    return stream_response(call, _encode_stream(call, encoder, first, events))
+    return call.stream_response(_encode_stream(call, encoder, first, events))
 
 
 async def _encode_stream(
@@ -218,7 +204,7 @@ async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> R
     rt.router.resolve(call.model)
     req = ANTHROPIC.decode({**body, "max_tokens": 1})
     call.usage = estimate_usage(req)
-    return json_response(call, json.dumps({"input_tokens": call.usage.input_tokens}))
+    return call.json_response(json.dumps({"input_tokens": call.usage.input_tokens}))
 
 
 async def anthropic_models(rt: Runtime, request: Request, call: Call) -> Response:
@@ -227,8 +213,7 @@ async def anthropic_models(rt: Runtime, request: Request, call: Call) -> Respons
         {"type": "model", "id": name, "display_name": name, "created_at": created}
         for name, _owner in rt.router.models()
     ]
-    return json_response(
-        call,
+    return call.json_response(
         json.dumps(
             {
                 "data": data,
@@ -257,8 +242,8 @@ async def embeddings(rt: Runtime, request: Request, call: Call) -> Response:
         resp = await adapter.embed(req, dep.provider.next_key())
         call.mark_first_byte()
         call.usage = resp.usage
-        return json_response(
-            call, json.dumps(openai_chat.encode_embeddings(resp, body.get("encoding_format")))
+        return call.json_response(
+            json.dumps(openai_chat.encode_embeddings(resp, body.get("encoding_format")))
         )
 
     return await with_attempts(call, rt.router.resolve(call.model), attempt)
@@ -277,7 +262,7 @@ async def _relay_json(call: Call, dep: Deployment, body: dict[str, Any], path: s
     resp = await send_json(dep, path, json.dumps(out))
     content_type = resp.headers.get("content-type", "application/json")
     raw, content_type = await relay_body(call, dep, resp, parse="json" in content_type)
-    return json_response(call, raw, resp.status, content_type)
+    return call.json_response(raw, resp.status, content_type)
 
 
 def openai_json_endpoint(
@@ -303,7 +288,7 @@ def openai_json_endpoint(
                 options["include_usage"] = True
                 out["stream_options"] = options
             resp = await send_json(dep, path, json.dumps(out))
-            return stream_response(call, relay_stream(call, dep, resp, strip))
+            return call.stream_response(relay_stream(call, dep, resp, strip))
 
         return await with_attempts(call, rt.router.resolve(call.model), attempt)
 
@@ -346,7 +331,7 @@ async def transcriptions(rt: Runtime, request: Request, call: Call) -> Response:
         resp = await send_json(dep, "/audio/transcriptions", body, ctype)
         rtype = resp.headers.get("content-type", "application/json")
         raw, rtype = await relay_body(call, dep, resp, parse="json" in rtype)
-        return json_response(call, raw, resp.status, rtype)
+        return call.json_response(raw, resp.status, rtype)
 
     return await with_attempts(call, rt.router.resolve(model), attempt)
 
@@ -362,10 +347,10 @@ async def list_models(rt: Runtime, request: Request, call: Call) -> Response:
     if "anthropic-version" in request.headers:  # the Anthropic SDK lists models at the same path
         return await anthropic_models(rt, request, call)
     data = [_model_json(rt, name, owner) for name, owner in rt.router.models()]
-    return json_response(call, json.dumps({"object": "list", "data": data}))
+    return call.json_response(json.dumps({"object": "list", "data": data}))
 
 
 async def get_model(rt: Runtime, request: Request, call: Call) -> Response:
     model = request.path_params["model"]
     dep = rt.router.resolve(model)[0]
-    return json_response(call, json.dumps(_model_json(rt, model, dep.provider.name)))
+    return call.json_response(json.dumps(_model_json(rt, model, dep.provider.name)))
