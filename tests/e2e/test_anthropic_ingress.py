@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import MASTER_KEY, Gateway
+from tests.fakes import FakeState
 
 TOOL = {
     "name": "lookup",
@@ -113,3 +114,68 @@ def test_count_tokens_and_models(client: anthropic.Anthropic) -> None:
     assert 100 <= count.input_tokens <= 110
     ids = [m.id for m in client.models.list()]
     assert "mock" in ids and "gpt-4o-mini" in ids
+
+
+# --- Anthropic clients reaching an OpenAI-protocol upstream (Claude Code against a GPT model) ---
+
+
+def test_anthropic_client_to_openai_upstream(client: anthropic.Anthropic, fake: FakeState) -> None:
+    message = client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        system="be brief",
+        messages=[{"role": "user", "content": "hello gpt"}],
+    )
+    assert message.content[0].text == "echo: hello gpt"  # type: ignore[union-attr]
+    sent = fake.last_request["json"]
+    assert sent["messages"][0] == {"role": "system", "content": "be brief"}
+    assert sent["max_tokens"] == 64
+    assert message.usage.output_tokens == 3 and message.usage.input_tokens > 0
+
+
+def test_anthropic_tools_round_trip_via_openai(client: anthropic.Anthropic, fake: FakeState) -> None:
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "weather",
+            "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
+        }
+    ]
+    with client.messages.stream(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        tools=tools,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "weather in Oslo"}],
+    ) as stream:
+        first = stream.get_final_message()
+    assert first.stop_reason == "tool_use"
+    call = next(b for b in first.content if b.type == "tool_use")
+    assert call.name == "get_weather" and call.input == {"query": "weather in Oslo"}
+    assert fake.last_request["json"]["tools"][0]["function"]["name"] == "get_weather"
+    second = client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        tools=tools,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": "weather in Oslo"},
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "rainy"}],
+            },
+        ],
+    )
+    assert second.content[0].text == "tool said: rainy"  # type: ignore[union-attr]
+    sent = fake.last_request["json"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.id and sent[2] == {
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": "rainy",
+    }
+
+
+def test_openai_upstream_error_in_anthropic_shape(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.RateLimitError) as info:
+        client.messages.create(model="fail-429", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert info.value.response.headers["retry-after"] == "2"
+    assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]

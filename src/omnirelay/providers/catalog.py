@@ -10,10 +10,11 @@ from omnirelay.providers.presets import PRESETS
 from omnirelay.transport.http import HttpClient, Timeouts, make_client
 from omnirelay.upstream.base import ChatAdapter, Target
 from omnirelay.upstream.mock import MockAdapter
+from omnirelay.upstream.openai_chat import OpenAIChatAdapter
 
-# Wire dialect → adapter class for upstreams reached through the canonical model. The "openai" dialect
-# needs no entry while every ingress is OpenAI's: its traffic is relayed by `omnirelay.passthrough`.
-ADAPTERS: dict[str, Any] = {"mock": MockAdapter}
+# Wire dialect → adapter for upstreams reached through the canonical model (a client of another
+# protocol). Same-protocol traffic is relayed by `omnirelay.passthrough` instead.
+ADAPTERS: dict[str, Any] = {"mock": MockAdapter, "openai": OpenAIChatAdapter}
 
 
 @dataclass(slots=True)
