@@ -179,3 +179,19 @@ def test_openai_upstream_error_in_anthropic_shape(client: anthropic.Anthropic) -
         client.messages.create(model="fail-429", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert info.value.response.headers["retry-after"] == "2"
     assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+def test_system_role_messages_between_turns(client: anthropic.Anthropic, fake: FakeState) -> None:
+    # Claude Code sends role "system" messages inside `messages` (newer Messages API).
+    message = client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=32,
+        messages=[
+            {"role": "user", "content": "first"},
+            {"role": "system", "content": "agents: none"},  # type: ignore[list-item, misc]
+            {"role": "user", "content": "second"},
+        ],
+    )
+    assert message.content[0].text == "echo: second"  # type: ignore[union-attr]
+    roles = [m["role"] for m in fake.last_request["json"]["messages"]]
+    assert "system" in roles and roles[-1] == "user"

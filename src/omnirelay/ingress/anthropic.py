@@ -131,8 +131,14 @@ def _messages(raw: Any) -> list[Message]:
     for i, message in enumerate(raw):
         where = f"messages.{i}"
         role = message.get("role") if isinstance(message, dict) else None
+        if role == "system":  # system messages between turns (newer Messages API)
+            texts = [
+                str(b.get("text", "")) for b in _blocks(message.get("content"), where) if b["type"] == "text"
+            ]
+            out.append(Message("system", [TextPart(t) for t in texts]))
+            continue
         if role not in ("user", "assistant"):
-            raise BadRequest(f"{where}.role: must be 'user' or 'assistant'.", param=where)
+            raise BadRequest(f"{where}.role: must be 'user', 'assistant' or 'system'.", param=where)
         parts: list[Part] = []
         results: list[Part] = []
         for block in _blocks(message.get("content"), where):
