@@ -14,8 +14,11 @@ from omnirelay.app import create_app
 from omnirelay.config import Config
 from tests.fakes import FakeState, ServerThread
 from tests.fakes import create_app as create_fake
+from tests.fakes.anthropic_upstream import FakeAnthropicState
+from tests.fakes.anthropic_upstream import create_app as create_anthropic_fake
 
 MASTER_KEY = "sk-or-test-master-key-0123456789"
+ANTHROPIC_KEY = "sk-ant-upstream-cccccccccccccccc"
 UPSTREAM_KEYS = ["sk-upstream-aaaaaaaaaaaaaaaa", "sk-upstream-bbbbbbbbbbbbbbbb"]
 FAKE_MODELS = [
     "gpt-4o-mini",
@@ -58,7 +61,7 @@ class Gateway:
             time.sleep(0.05)
 
 
-def gateway_config(fake_url: str, **overrides: Any) -> Config:
+def gateway_config(fake_url: str, anthropic_url: str = "http://127.0.0.1:9", **overrides: Any) -> Config:
     raw: dict[str, Any] = {
         "master_key": MASTER_KEY,
         "usage": {"flush_interval_seconds": 0.05},
@@ -80,6 +83,19 @@ def gateway_config(fake_url: str, **overrides: Any) -> Config:
                 "timeouts": {"first_byte": 0.5, "idle": 1.0},
             },
             {"name": "mock", "type": "mock", "models": ["mock"]},
+            {
+                "name": "anth",
+                "type": "anthropic",
+                "base_url": anthropic_url,
+                "api_keys": [ANTHROPIC_KEY],
+                "models": [
+                    "claude-sonnet-4-6",
+                    {"name": "anth-cache-hit", "upstream": "cache-hit"},
+                    {"name": "anth-fail-429", "upstream": "fail-429"},
+                    {"name": "anth-fail-529", "upstream": "fail-529"},
+                    {"name": "anth-cut-stream", "upstream": "cut-stream"},
+                ],
+            },
             # Nothing listens on port 9: every request to it fails to connect, and falls to "oai".
             {
                 "name": "down",
@@ -109,8 +125,19 @@ def fake() -> Iterator[FakeState]:
 
 
 @pytest.fixture(scope="session")
-def gateway(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def anthropic_fake() -> Iterator[FakeAnthropicState]:
+    state = FakeAnthropicState()
+    with ServerThread(create_anthropic_fake(state)) as server:
+        state.base_url = server.base_url  # type: ignore[attr-defined]
+        yield state
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    fake: FakeState, anthropic_fake: FakeAnthropicState, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     data_dir = tmp_path_factory.mktemp("gateway-data")
-    app = create_app(gateway_config(fake.base_url), data_dir)  # type: ignore[attr-defined]
+    config = gateway_config(fake.base_url, anthropic_fake.base_url)  # type: ignore[attr-defined]
+    app = create_app(config, data_dir)
     with ServerThread(app, lifespan="on") as server:
         yield Gateway(server, data_dir)

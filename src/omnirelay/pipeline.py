@@ -24,6 +24,7 @@ from omnirelay.errors import BadRequest, GatewayError, PayloadTooLarge, Upstream
 from omnirelay.ingress import anthropic as anthropic_ingress
 from omnirelay.ingress import openai_chat
 from omnirelay.ingress.base import Ingress, StreamEncoder
+from omnirelay.passthrough import anthropic as anthropic_passthrough
 from omnirelay.passthrough.openai import relay_body, relay_stream, send_json
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
@@ -191,17 +192,24 @@ async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Respo
     call.stream = body.get("stream") is True
     deployments = rt.router.resolve(call.model)
 
-    async def passthrough(dep: Deployment) -> Response | StreamResponse:
-        raise _no_adapter(dep, "Anthropic passthrough")  # wired with the Anthropic upstream adapter
-
-    return await run_chat(call, deployments, ANTHROPIC, body, passthrough)
+    return await run_chat(
+        call,
+        deployments,
+        ANTHROPIC,
+        body,
+        lambda dep: anthropic_passthrough.messages(call, dep, body, request.headers),
+    )
 
 
 async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> Response:
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
     call.model = _model_of(body, None)
-    rt.router.resolve(call.model)
+    deployments = rt.router.resolve(call.model)
+    if deployments[0].provider.dialect == "anthropic":
+        dep = deployments[0]
+        call.served_by(dep)
+        return await anthropic_passthrough.count_tokens(call, dep, body, request.headers)
     req = ANTHROPIC.decode({**body, "max_tokens": 1})
     call.usage = estimate_usage(req)
     return call.json_response(json.dumps({"input_tokens": call.usage.input_tokens}))

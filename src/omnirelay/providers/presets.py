@@ -95,6 +95,19 @@ PRESETS: dict[str, Preset] = {
         ("deepseek-ai/DeepSeek-V3", "Qwen/Qwen2.5-72B-Instruct", "BAAI/bge-m3"),
     ),
     "cerebras": Preset("https://api.cerebras.ai/v1", ("CEREBRAS_API_KEY",), ("llama3.1-8b", "llama-3.3-70b")),
+    # Native dialects: the vendors' own APIs (prompt caching, thinking and citations intact).
+    "anthropic": Preset(
+        "https://api.anthropic.com",
+        ("ANTHROPIC_API_KEY",),
+        (
+            "claude-opus-4-1",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+            "claude-sonnet-4-0",
+            "claude-3-5-haiku-latest",
+        ),
+        dialect="anthropic",
+    ),
     # Local servers: no key needed, and the models are whatever the operator loaded.
     "ollama": Preset("http://127.0.0.1:11434/v1", ("OLLAMA_API_KEY",), needs_key=False),
     "vllm": Preset("http://127.0.0.1:8000/v1", ("VLLM_API_KEY",), needs_key=False),

@@ -1,0 +1,143 @@
+"""Anthropic-dialect requests to Anthropic upstreams: the body is forwarded with only the model
+replaced (cache_control, citations, beta features and unknown fields stay as sent), the client's
+`anthropic-version` and `anthropic-beta` headers go along, and the upstream's bytes come back as
+they arrive. Usage is read from `message_start` and `message_delta` events (or the JSON body)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from omnirelay.call import Call
+from omnirelay.errors import GatewayError, UpstreamError
+from omnirelay.ingress.anthropic import error_json
+from omnirelay.routing.router import Deployment
+from omnirelay.transport import json, sse
+from omnirelay.transport.http import TransportError, UpstreamResponse
+from omnirelay.transport.responses import StreamResponse
+from omnirelay.upstream import openai as transport_errors
+from omnirelay.upstream.anthropic.errors import error_from_response
+from omnirelay.upstream.anthropic.response import parse_usage
+
+DEFAULT_VERSION = "2023-06-01"
+
+
+async def send(
+    dep: Deployment, path: str, body: bytes, client_headers: Mapping[str, str]
+) -> UpstreamResponse:
+    target = dep.provider.target
+    assert target.client is not None
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "anthropic-version": client_headers.get("anthropic-version") or DEFAULT_VERSION,
+    }
+    if beta := client_headers.get("anthropic-beta"):
+        headers["anthropic-beta"] = beta
+    if key := dep.provider.next_key():
+        headers["x-api-key"] = key
+    headers.update(target.headers)
+    try:
+        resp = await target.client.send("POST", target.base_url + path, headers, body)
+        if resp.status >= 400:
+            raise error_from_response(target, resp.status, resp.headers, await resp.read())
+    except TransportError as exc:
+        raise transport_errors.transport_error(target, exc) from None
+    return resp
+
+
+async def messages(
+    call: Call, dep: Deployment, body: dict[str, Any], client_headers: Mapping[str, str]
+) -> Response | StreamResponse:
+    out = dict(body)
+    out["model"] = dep.upstream_model
+    resp = await send(dep, "/v1/messages", json.dumps(out), client_headers)
+    if body.get("stream") is True and "event-stream" in resp.headers.get("content-type", ""):
+        return call.stream_response(relay_stream(call, dep, resp))
+    try:
+        raw = await resp.read()
+    except TransportError as exc:
+        raise transport_errors.transport_error(dep.provider.target, exc) from None
+    call.mark_first_byte()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        raise UpstreamError(
+            f"Provider {dep.provider.name!r} returned a malformed JSON body.",
+            status=502,
+            provider=dep.provider.name,
+            retryable=True,
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+        call.usage = parse_usage(data["usage"])
+    return call.json_response(raw, resp.status, resp.headers.get("content-type", "application/json"))
+
+
+async def count_tokens(
+    call: Call, dep: Deployment, body: dict[str, Any], client_headers: Mapping[str, str]
+) -> Response:
+    out = dict(body)
+    out["model"] = dep.upstream_model
+    resp = await send(dep, "/v1/messages/count_tokens", json.dumps(out), client_headers)
+    try:
+        raw = await resp.read()
+    except TransportError as exc:
+        raise transport_errors.transport_error(dep.provider.target, exc) from None
+    return call.json_response(raw, resp.status, resp.headers.get("content-type", "application/json"))
+
+
+def _usage_update(call: Call, name: str | None, data: dict[str, Any]) -> None:
+    """message_start carries the input side; message_delta the cumulative output (and, on some
+    versions, the input side again)."""
+    raw = (data.get("message") or {}).get("usage") if name == "message_start" else data.get("usage")
+    if not isinstance(raw, dict):
+        return
+    fresh = parse_usage({k: v for k, v in raw.items() if v is not None})
+    if call.usage is None or name == "message_start":
+        call.usage = fresh
+        return
+    call.usage.output_tokens = fresh.output_tokens
+    if raw.get("input_tokens") is not None:
+        call.usage.input_tokens = fresh.input_tokens
+        call.usage.cached_input_tokens = fresh.cached_input_tokens
+        call.usage.cache_write_tokens = fresh.cache_write_tokens
+
+
+async def relay_stream(call: Call, dep: Deployment, resp: UpstreamResponse) -> AsyncIterator[bytes]:
+    """Relay whole events as they complete; end a broken stream with an `error` event."""
+    splitter = sse.EventSplitter()
+    done = False
+    failure: GatewayError | None = None
+    try:
+        async for chunk in resp.iter_bytes():
+            call.mark_first_byte()
+            events = splitter.feed(chunk)
+            for event in events:
+                if event.startswith((b"event: message_start", b"event: message_delta")):
+                    decoded = sse.decode_event(event)
+                    if decoded is not None and decoded.data.startswith(b"{"):
+                        data = json.loads(decoded.data)
+                        if isinstance(data, dict):
+                            _usage_update(call, decoded.event, data)
+                elif event.startswith(b"event: message_stop"):
+                    done = True
+                elif event.startswith(b"event: error"):
+                    call.status, call.error = 502, "the upstream ended the stream with an error event"
+                    done = True
+            if events:
+                yield events[0] if len(events) == 1 else b"".join(events)
+    except TransportError as exc:
+        failure = transport_errors.transport_error(dep.provider.target, exc)
+    finally:
+        await resp.aclose()
+    if done:
+        return
+    failure = failure or UpstreamError(
+        f"Provider {dep.provider.name!r} ended the stream before it was complete.",
+        code="upstream_stream_incomplete",
+        provider=dep.provider.name,
+    )
+    call.status, call.error = 502, failure.message
+    yield sse.encode(json.dumps(error_json(failure)), event="error")
