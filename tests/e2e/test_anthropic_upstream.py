@@ -95,11 +95,13 @@ def test_passthrough_errors_and_cut_stream(aclient: anthropic.Anthropic) -> None
             model="anth-fail-529", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
     assert overloaded.value.status_code == 503
-    with pytest.raises(anthropic.APIError):  # noqa: PT012
-        with aclient.messages.stream(
+    with (
+        pytest.raises(anthropic.APIError),
+        aclient.messages.stream(
             model="anth-cut-stream", max_tokens=50, messages=[{"role": "user", "content": "a b c d"}]
-        ) as stream:
-            stream.get_final_message()
+        ) as stream,
+    ):
+        stream.get_final_message()
 
 
 def test_openai_client_to_anthropic_upstream(
