@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from omnirelay import pipeline
 from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound
 from omnirelay.ingress.base import Ingress
+from omnirelay.pipeline import anthropic as anthropic_surface
+from omnirelay.pipeline import openai as openai_surface
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
@@ -44,7 +45,7 @@ def error_response(
     err: GatewayError,
     request_id: str,
     extra: dict[str, str] | None = None,
-    ingress: Ingress = pipeline.OPENAI,
+    ingress: Ingress = openai_surface.OPENAI,
 ) -> Response:
     headers = dict(err.headers)
     if extra:
@@ -56,7 +57,7 @@ def error_response(
 
 
 def endpoint(
-    name: str, handler: Handler, ingress: Ingress = pipeline.OPENAI
+    name: str, handler: Handler, ingress: Ingress = openai_surface.OPENAI
 ) -> Callable[[Request], Awaitable[Response | StreamResponse]]:
     """Wrap a pipeline handler: request id, authentication, errors in the ingress protocol's shape,
     one usage record."""
@@ -120,31 +121,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 ROUTES = [
-    ("POST", "/v1/chat/completions", "chat.completions", pipeline.chat_completions),
-    ("POST", "/v1/embeddings", "embeddings", pipeline.embeddings),
-    ("POST", "/v1/completions", "completions", pipeline.openai_json_endpoint("/completions", streams=True)),
+    ("POST", "/v1/chat/completions", "chat.completions", openai_surface.chat_completions),
+    ("POST", "/v1/embeddings", "embeddings", openai_surface.embeddings),
+    (
+        "POST",
+        "/v1/completions",
+        "completions",
+        openai_surface.openai_json_endpoint("/completions", streams=True),
+    ),
     (
         "POST",
         "/v1/moderations",
         "moderations",
-        pipeline.openai_json_endpoint("/moderations", default_model="omni-moderation-latest"),
+        openai_surface.openai_json_endpoint("/moderations", default_model="omni-moderation-latest"),
     ),
     (
         "POST",
         "/v1/images/generations",
         "images.generations",
-        pipeline.openai_json_endpoint("/images/generations", default_model="dall-e-2"),
+        openai_surface.openai_json_endpoint("/images/generations", default_model="dall-e-2"),
     ),
-    ("POST", "/v1/audio/speech", "audio.speech", pipeline.openai_json_endpoint("/audio/speech")),
-    ("POST", "/v1/audio/transcriptions", "audio.transcriptions", pipeline.transcriptions),
-    ("GET", "/v1/models", "models", pipeline.list_models),
-    ("GET", "/v1/models/{model:path}", "models", pipeline.get_model),
+    ("POST", "/v1/audio/speech", "audio.speech", openai_surface.openai_json_endpoint("/audio/speech")),
+    ("POST", "/v1/audio/transcriptions", "audio.transcriptions", openai_surface.transcriptions),
+    ("GET", "/v1/models", "models", openai_surface.list_models),
+    ("GET", "/v1/models/{model:path}", "models", openai_surface.get_model),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [
-    ("POST", "/v1/messages", "messages", pipeline.anthropic_messages),
-    ("POST", "/v1/messages/count_tokens", "messages.count_tokens", pipeline.anthropic_count_tokens),
-    ("GET", "/v1/models", "models", pipeline.anthropic_models),
+    ("POST", "/v1/messages", "messages", anthropic_surface.anthropic_messages),
+    ("POST", "/v1/messages/count_tokens", "messages.count_tokens", anthropic_surface.anthropic_count_tokens),
+    ("GET", "/v1/models", "models", anthropic_surface.anthropic_models),
 ]
 
 
@@ -165,7 +171,7 @@ def create_app(
     routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
     routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
     for method, path, name, fn in ANTHROPIC_ROUTES:
-        route = endpoint(name, fn, pipeline.ANTHROPIC)
+        route = endpoint(name, fn, anthropic_surface.ANTHROPIC)
         routes.append(Route("/anthropic" + path, route, methods=[method]))
         if path != "/v1/models":
             routes.append(Route(path, route, methods=[method]))
