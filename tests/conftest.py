@@ -16,9 +16,12 @@ from tests.fakes import FakeState, ServerThread
 from tests.fakes import create_app as create_fake
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.anthropic_upstream import create_app as create_anthropic_fake
+from tests.fakes.gemini_upstream import FakeGeminiState
+from tests.fakes.gemini_upstream import create_app as create_gemini_fake
 
 MASTER_KEY = "sk-or-test-master-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-upstream-cccccccccccccccc"
+GEMINI_KEY = "gemini-upstream-key-dddddddddddd"
 UPSTREAM_KEYS = ["sk-upstream-aaaaaaaaaaaaaaaa", "sk-upstream-bbbbbbbbbbbbbbbb"]
 FAKE_MODELS = [
     "gpt-4o-mini",
@@ -61,7 +64,12 @@ class Gateway:
             time.sleep(0.05)
 
 
-def gateway_config(fake_url: str, anthropic_url: str = "http://127.0.0.1:9", **overrides: Any) -> Config:
+def gateway_config(
+    fake_url: str,
+    anthropic_url: str = "http://127.0.0.1:9",
+    gemini_url: str = "http://127.0.0.1:9",
+    **overrides: Any,
+) -> Config:
     raw: dict[str, Any] = {
         "master_key": MASTER_KEY,
         "usage": {"flush_interval_seconds": 0.05},
@@ -94,6 +102,20 @@ def gateway_config(fake_url: str, anthropic_url: str = "http://127.0.0.1:9", **o
                     {"name": "anth-fail-429", "upstream": "fail-429"},
                     {"name": "anth-fail-529", "upstream": "fail-529"},
                     {"name": "anth-cut-stream", "upstream": "cut-stream"},
+                ],
+            },
+            {
+                "name": "gem",
+                "type": "gemini",
+                "base_url": gemini_url,
+                "api_keys": [GEMINI_KEY],
+                "models": [
+                    "gemini-2.5-flash",
+                    "gemini-embedding-001",
+                    {"name": "gem-cache-hit", "upstream": "cache-hit"},
+                    {"name": "gem-fail-429", "upstream": "fail-429"},
+                    {"name": "gem-blocked", "upstream": "blocked"},
+                    {"name": "gem-max-tokens", "upstream": "max-tokens"},
                 ],
             },
             # Nothing listens on port 9: every request to it fails to connect, and falls to "oai".
@@ -133,11 +155,22 @@ def anthropic_fake() -> Iterator[FakeAnthropicState]:
 
 
 @pytest.fixture(scope="session")
+def gemini_fake() -> Iterator[FakeGeminiState]:
+    state = FakeGeminiState()
+    with ServerThread(create_gemini_fake(state)) as server:
+        state.base_url = server.base_url  # type: ignore[attr-defined]
+        yield state
+
+
+@pytest.fixture(scope="session")
 def gateway(
-    fake: FakeState, anthropic_fake: FakeAnthropicState, tmp_path_factory: pytest.TempPathFactory
+    fake: FakeState,
+    anthropic_fake: FakeAnthropicState,
+    gemini_fake: FakeGeminiState,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     data_dir = tmp_path_factory.mktemp("gateway-data")
-    config = gateway_config(fake.base_url, anthropic_fake.base_url)  # type: ignore[attr-defined]
+    config = gateway_config(fake.base_url, anthropic_fake.base_url, gemini_fake.base_url)  # type: ignore[attr-defined]
     app = create_app(config, data_dir)
     with ServerThread(app, lifespan="on") as server:
         yield Gateway(server, data_dir)

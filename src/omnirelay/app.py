@@ -23,7 +23,9 @@ from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound
 from omnirelay.ingress.base import Ingress
 from omnirelay.pipeline import anthropic as anthropic_surface
+from omnirelay.pipeline import gemini as gemini_surface
 from omnirelay.pipeline import openai as openai_surface
+from omnirelay.pipeline import responses as responses_surface
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
@@ -67,7 +69,7 @@ def endpoint(
         client = request.client
         call = Call(new_request_id(), name, client.host if client else None)
         try:
-            call.key_id = rt.auth.authenticate(request.headers).key_id
+            call.key_id = rt.auth.authenticate(request.headers, request.query_params.get("key")).key_id
             response = await handler(rt, request, call)
         except GatewayError as exc:
             call.status, call.error = exc.status, exc.message
@@ -146,6 +148,17 @@ ROUTES = [
     ("GET", "/v1/models", "models", openai_surface.list_models),
     ("GET", "/v1/models/{model:path}", "models", openai_surface.get_model),
 ]
+ROUTES += [
+    ("POST", "/v1/responses", "responses", responses_surface.create),
+    ("GET", "/v1/responses/{response_id}", "responses", responses_surface.retrieve),
+]
+# Gemini, under /v1beta (and /v1, which google-genai 3.x uses), also below /google.
+GEMINI_ROUTES = [
+    ("POST", "/v1beta/models/{target:path}", "gemini", gemini_surface.dispatch),
+    ("POST", "/v1/models/{target:path}", "gemini", gemini_surface.dispatch),
+    ("GET", "/v1beta/models", "models", gemini_surface.list_models),
+    ("GET", "/v1beta/models/{target:path}", "models", gemini_surface.get_model),
+]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [
     ("POST", "/v1/messages", "messages", anthropic_surface.anthropic_messages),
@@ -170,6 +183,15 @@ def create_app(
 
     routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
     routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
+    for method, path, name, fn in GEMINI_ROUTES:
+        route = endpoint(name, fn, gemini_surface.GEMINI)
+        routes += [Route(path, route, methods=[method]), Route("/google" + path, route, methods=[method])]
+    for prefix in ("/google/v1/models", "/google/v1beta/models"):
+        routes.append(
+            Route(
+                prefix, endpoint("models", gemini_surface.list_models, gemini_surface.GEMINI), methods=["GET"]
+            )
+        )
     for method, path, name, fn in ANTHROPIC_ROUTES:
         route = endpoint(name, fn, anthropic_surface.ANTHROPIC)
         routes.append(Route("/anthropic" + path, route, methods=[method]))

@@ -14,6 +14,9 @@ from omnirelay.ingress import openai_chat
 from omnirelay.passthrough.openai import relay_body, relay_stream, send_json
 from omnirelay.pipeline import _model_of, _no_adapter, read_body, run_chat, with_attempts
 from omnirelay.pipeline.anthropic import anthropic_models
+from omnirelay.pipeline.gemini import get_model as gemini_model
+from omnirelay.pipeline.gemini import list_models as gemini_models
+from omnirelay.pipeline.gemini import looks_like_gemini
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json, multipart
@@ -163,11 +166,16 @@ def _model_json(rt: Runtime, name: str, owner: str) -> dict[str, Any]:
 async def list_models(rt: Runtime, request: Request, call: Call) -> Response:
     if "anthropic-version" in request.headers:  # the Anthropic SDK lists models at the same path
         return await anthropic_models(rt, request, call)
+    if looks_like_gemini(request):  # so does google-genai with API version v1
+        return await gemini_models(rt, request, call)
     data = [_model_json(rt, name, owner) for name, owner in rt.router.models()]
     return call.json_response(json.dumps({"object": "list", "data": data}))
 
 
 async def get_model(rt: Runtime, request: Request, call: Call) -> Response:
+    if looks_like_gemini(request):
+        request.path_params["target"] = request.path_params["model"]
+        return await gemini_model(rt, request, call)
     model = request.path_params["model"]
     dep = rt.router.resolve(model)[0]
     return call.json_response(json.dumps(_model_json(rt, model, dep.provider.name)))

@@ -31,22 +31,24 @@ class Principal:
     is_master: bool
 
 
-def bearer_token(headers: Mapping[str, str]) -> str | None:
+def bearer_token(headers: Mapping[str, str], query_key: str | None = None) -> str | None:
+    """The client's key, as each protocol sends it: `Authorization: Bearer` (OpenAI, and accepted
+    everywhere), `x-api-key` (Anthropic), `x-goog-api-key` or `?key=` (Gemini)."""
     auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    return headers.get("x-api-key") or None
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or query_key or None
 
 
 class Authenticator:
     def __init__(self, master_key_hash: str) -> None:
         self._master = master_key_hash.encode()
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        token = bearer_token(headers)
+    def authenticate(self, headers: Mapping[str, str], query_key: str | None = None) -> Principal:
+        token = bearer_token(headers, query_key)
         if token is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",

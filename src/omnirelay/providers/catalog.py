@@ -7,15 +7,22 @@ from typing import Any
 
 from omnirelay.config import Config, ProviderConfig
 from omnirelay.providers.presets import PRESETS
+from omnirelay.transport.fetch import fetch_media
 from omnirelay.transport.http import HttpClient, Timeouts, make_client
 from omnirelay.upstream.anthropic import AnthropicAdapter
 from omnirelay.upstream.base import ChatAdapter, Target
+from omnirelay.upstream.gemini import GeminiAdapter
 from omnirelay.upstream.mock import MockAdapter
 from omnirelay.upstream.openai_chat import OpenAIChatAdapter
 
 # Wire dialect → adapter for upstreams reached through the canonical model (a client of another
 # protocol). Same-protocol traffic is relayed by `omnirelay.passthrough` instead.
-ADAPTERS: dict[str, Any] = {"mock": MockAdapter, "openai": OpenAIChatAdapter, "anthropic": AnthropicAdapter}
+ADAPTERS: dict[str, Any] = {
+    "mock": MockAdapter,
+    "openai": OpenAIChatAdapter,
+    "anthropic": AnthropicAdapter,
+    "gemini": lambda target: GeminiAdapter(target, fetch_image=fetch_media),
+}
 
 
 @dataclass(slots=True)

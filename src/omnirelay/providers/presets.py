@@ -108,6 +108,12 @@ PRESETS: dict[str, Preset] = {
         ),
         dialect="anthropic",
     ),
+    "gemini": Preset(
+        "https://generativelanguage.googleapis.com",
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-embedding-001"),
+        dialect="gemini",
+    ),
     # Local servers: no key needed, and the models are whatever the operator loaded.
     "ollama": Preset("http://127.0.0.1:11434/v1", ("OLLAMA_API_KEY",), needs_key=False),
     "vllm": Preset("http://127.0.0.1:8000/v1", ("VLLM_API_KEY",), needs_key=False),
