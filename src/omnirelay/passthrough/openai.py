@@ -14,12 +14,13 @@ from typing import Any
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError, UpstreamError
-from omnirelay.ingress.openai_chat import error_body, parse_usage
+from omnirelay.ingress.openai_chat import error_body
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
 from omnirelay.upstream import openai
 from omnirelay.upstream.openai import RETRY_HEADERS
+from omnirelay.wire.openai import parse_usage
 
 _DONE = b"data: [DONE]"
 

@@ -57,11 +57,11 @@ from omnirelay.canonical.stream import (
 )
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import UpstreamError
-from omnirelay.ingress.openai_chat import parse_usage
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
 from omnirelay.upstream import openai
 from omnirelay.upstream.base import Target
+from omnirelay.wire.openai import parse_usage
 
 Events = list[StreamEvent]
 _COMPLETION_TOKENS_MODELS = ("o1", "o3", "o4", "gpt-5")
