@@ -12,6 +12,8 @@ import pytest
 
 from omnirelay.app import create_app
 from omnirelay.config import Config
+from omnirelay.runtime import Runtime
+from omnirelay.state.memory import MemoryRoutingState
 from tests.fakes import FakeState, ServerThread
 from tests.fakes import create_app as create_fake
 from tests.fakes.anthropic_upstream import FakeAnthropicState
@@ -47,6 +49,14 @@ class Gateway:
         self.server = server
         self.base_url = server.base_url
         self.data_dir = data_dir
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.server.app.state.runtime  # type: ignore[no-any-return]
+
+    def reset_routing(self) -> None:
+        """Forget cool-downs, invalid keys, breakers and sticky sessions left by the previous test."""
+        self.runtime.dispatcher.state = MemoryRoutingState()
 
     def usage(self, request_id: str | None = None, wait: float = 3.0) -> list[dict[str, Any]]:
         """Usage records as stored in SQLite (waits for the background writer when asked for one id)."""
@@ -116,18 +126,21 @@ def gateway_config(
                     {"name": "gem-fail-429", "upstream": "fail-429"},
                     {"name": "gem-blocked", "upstream": "blocked"},
                     {"name": "gem-max-tokens", "upstream": "max-tokens"},
+                    {"name": "gem-cut-stream", "upstream": "cut-stream"},
                 ],
             },
-            # Nothing listens on port 9: every request to it fails to connect, and falls to "oai".
+            # Nothing listens on port 9: every request to it fails to connect, and falls to "backup".
             {
                 "name": "down",
                 "type": "openai-compatible",
+                "priority": 0,
                 "base_url": "http://127.0.0.1:9/v1",
                 "models": [{"name": "failover-model", "upstream": "gpt-4o-mini"}],
             },
             {
                 "name": "backup",
                 "type": "openai-compatible",
+                "priority": 1,
                 "base_url": fake_url + "/v1",
                 "api_keys": ["sk-upstream-backup"],
                 "models": [{"name": "failover-model", "upstream": "gpt-4o-mini"}],
@@ -174,3 +187,10 @@ def gateway(
     app = create_app(config, data_dir)
     with ServerThread(app, lifespan="on") as server:
         yield Gateway(server, data_dir)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_routing_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "gateway" in request.fixturenames:
+        request.getfixturevalue("gateway").reset_routing()

@@ -29,6 +29,7 @@ from omnirelay.pipeline import responses as responses_surface
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
+from omnirelay.wire.headers import RETRY_HEADERS
 
 log = logging.getLogger("omnirelay")
 Handler = Callable[[Runtime, Request, Call], Awaitable[Response | StreamResponse]]
@@ -49,7 +50,8 @@ def error_response(
     extra: dict[str, str] | None = None,
     ingress: Ingress = openai_surface.OPENAI,
 ) -> Response:
-    headers = dict(err.headers)
+    # Only the retry hints reach the client; the vendor's own rate-limit headers stay with the router.
+    headers = {k: v for k, v in err.headers.items() if k in RETRY_HEADERS}
     if extra:
         headers.update(extra)
     headers["x-request-id"] = request_id
@@ -73,25 +75,25 @@ def endpoint(
             response = await handler(rt, request, call)
         except GatewayError as exc:
             call.status, call.error = exc.status, exc.message
-            rt.finish(call)
+            await rt.settle(call)
             return error_response(exc, call.request_id, call.headers(), ingress)
         except Exception:
             log.exception("request %s failed inside the gateway", call.request_id)
             err = GatewayError("The gateway failed to process the request.", status=500)
             call.status, call.error = 500, "internal error"
-            rt.finish(call)
+            await rt.settle(call)
             return error_response(err, call.request_id, ingress=ingress)
         if isinstance(response, StreamResponse):
 
-            def on_close(disconnected: bool) -> None:
+            async def on_close(disconnected: bool) -> None:
                 if disconnected and call.status < 400:
                     call.status, call.error = 499, "client disconnected"
-                rt.finish(call)
+                await rt.settle(call)
 
             response.on_close = on_close
         else:
             call.status = response.status_code
-            rt.finish(call)
+            await rt.settle(call)
         return response
 
     return route

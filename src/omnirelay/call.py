@@ -18,6 +18,7 @@ class Call:
     __slots__ = (
         "attempts",
         "client_ip",
+        "deployment",
         "endpoint",
         "error",
         "key_id",
@@ -49,6 +50,7 @@ class Call:
         self.status = 200
         self.error: str | None = None
         self.attempts = 0
+        self.deployment: Deployment | None = None  # the one that served it
 
     def served_by(self, dep: Deployment) -> None:
         self.provider = dep.provider.name

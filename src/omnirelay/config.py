@@ -27,9 +27,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ModelEntry(_Strict):
+class Caps(_Strict):
+    """Free-tier style caps, counted by the gateway per (provider, key, model)."""
+
+    rpm: int | None = Field(None, ge=1)
+    rpd: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    tpd: int | None = Field(None, ge=1)
+
+
+class ModelEntry(Caps):
     name: str = Field(min_length=1)
     upstream: str | None = None
+    priority: int | None = None  # overrides the provider's
+    weight: float | None = Field(None, gt=0)
 
 
 class TimeoutsConfig(_Strict):
@@ -45,8 +56,11 @@ class MockOptions(_Strict):
     tool_calls: bool = True
 
 
-class ProviderConfig(_Strict):
+class ProviderConfig(Caps):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    priority: int = 0  # lower is tried first
+    weight: float = Field(1.0, gt=0)  # share of traffic within a priority
+    health_check: bool = False  # background probes of every key (off by default: they cost requests)
     type: str
     base_url: str | None = None
     api_keys: list[str] = Field(default_factory=list)
@@ -126,6 +140,47 @@ class ServerConfig(_Strict):
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
 
 
+FallbackTrigger = Literal["rate_limit", "server", "timeout", "connection", "context_window", "content_policy"]
+DEFAULT_TRIGGERS: list[FallbackTrigger] = ["rate_limit", "server", "timeout", "connection"]
+
+
+class RouteConfig(_Strict):
+    """A virtual model: an ordered fallback chain of models, `provider/model`s or whole providers."""
+
+    targets: list[str] = Field(min_length=1)
+    strategy: Literal["priority", "weighted", "least-busy", "lowest-latency", "cheapest"] = "priority"
+    fallback_on: list[FallbackTrigger] = Field(default_factory=lambda: list(DEFAULT_TRIGGERS))
+    max_attempts: int | None = Field(None, ge=1)
+    deadline_seconds: float | None = Field(None, gt=0)
+
+
+class BreakerConfig(_Strict):
+    failures: int = Field(5, ge=1)
+    window_seconds: float = Field(60.0, gt=0)
+    open_seconds: float = Field(30.0, gt=0)
+
+
+class HealthConfig(_Strict):
+    interval_seconds: float = Field(300.0, gt=0)
+    jitter: float = Field(0.2, ge=0, le=1)
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class RoutingConfig(_Strict):
+    strategy: Literal["priority", "weighted", "least-busy", "lowest-latency", "cheapest"] = "priority"
+    fallback_on: list[FallbackTrigger] = Field(default_factory=lambda: list(DEFAULT_TRIGGERS))
+    max_attempts: int = Field(4, ge=1)
+    deadline_seconds: float = Field(120.0, gt=0)
+    backoff_seconds: float = Field(0.25, ge=0)  # base of the jittered backoff when retrying one deployment
+    wait_for_recovery: bool = True  # when every candidate cools down, wait for the first one if in time
+    rate_limit_ladder: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0, 120.0, 600.0])
+    quota_ladder: list[float] = Field(default_factory=lambda: [300.0, 1800.0, 3600.0, 21600.0, 86400.0])
+    sticky: bool = True
+    sticky_ttl_seconds: float = Field(1800.0, gt=0)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+
 class UsageConfig(_Strict):
     flush_interval_seconds: float = Field(0.5, gt=0)
     max_batch: int = Field(1000, ge=1)
@@ -138,7 +193,16 @@ class Config(_Strict):
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     server: ServerConfig = Field(default_factory=ServerConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     providers: list[ProviderConfig] = Field(default_factory=list)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"targets": v} if isinstance(v, list) else v for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:

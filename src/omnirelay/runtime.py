@@ -13,7 +13,9 @@ from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
 from omnirelay.providers.catalog import Provider, build_providers
+from omnirelay.routing.dispatch import Dispatcher
 from omnirelay.routing.router import Router
+from omnirelay.state.memory import MemoryRoutingState
 from omnirelay.storage.base import Store
 from omnirelay.storage.records import UsageRecord
 from omnirelay.storage.sql import open_store, sqlite_url
@@ -31,6 +33,7 @@ class Runtime:
     recorder: BatchWriter[UsageRecord]
     providers: list[Provider]
     router: Router
+    dispatcher: Dispatcher
     auth: Authenticator
     started: int
     responses: ResponseArchive | None = None
@@ -64,7 +67,16 @@ class Runtime:
             )
         )
 
+    async def settle(self, call: Call) -> None:
+        """Everything that follows a finished request: routing accounting, then its usage record."""
+        try:
+            await self.dispatcher.settle(call)
+        except Exception:
+            log.exception("routing accounting failed for request %s", call.request_id)
+        self.finish(call)
+
     async def close(self) -> None:
+        await self.dispatcher.state.close()
         await self.recorder.close()
         if self.responses is not None:
             await self.responses.writer.close()
@@ -105,7 +117,8 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         store=store,
         recorder=recorder,
         providers=providers,
-        router=Router(providers),
+        router=Router(providers, config),
+        dispatcher=Dispatcher(MemoryRoutingState(), config.routing),
         auth=Authenticator(master_hash),
         started=int(time.time()),
         new_master_key=new_key,

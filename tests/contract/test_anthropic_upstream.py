@@ -526,7 +526,7 @@ async def test_error_mapping(
             retryable,
             etype,
         )
-        assert err.headers == ({"retry-after": "3"} if status == 429 else {}) and err.provider == "anth"
+        assert err.headers.get("retry-after") == ("3" if status == 429 else None) and err.provider == "anth"
 
 
 async def test_credentials_refused_and_secrets_scrubbed(fake: Fake, adapter: AnthropicAdapter) -> None:

@@ -561,7 +561,7 @@ async def test_error_mapping(
     assert (err.status, err.retryable, err.code, err.param) == (status, retryable, code, param)
     assert err.provider == "oai"
     if model == "fail-429":
-        assert err.headers == {"retry-after": "2"} and err.upstream_status == 429
+        assert err.headers["retry-after"] == "2" and err.upstream_status == 429
     if model == "fail-500":
         assert err.upstream_status == 500
     if model == "fail-401":

@@ -99,7 +99,8 @@ def test_upstream_400_reaches_client_as_400(client: openai.OpenAI) -> None:
 
 def test_upstream_key_never_leaks(client: openai.OpenAI, fake: FakeState) -> None:
     leaked = f'{{"error": {{"message": "Incorrect API key provided: {UPSTREAM_KEYS[0]}", "type": "x"}}}}'
-    fake.next_responses.extend([(401, {"content-type": "application/json"}, leaked.encode())])
+    # Both keys are refused (the first refusal takes its key out of rotation and tries the other).
+    fake.next_responses.extend([(401, {"content-type": "application/json"}, leaked.encode())] * 2)
     with pytest.raises(openai.AuthenticationError) as info:
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)  # type: ignore[arg-type]
     assert UPSTREAM_KEYS[0] not in info.value.response.text

@@ -80,8 +80,8 @@ def test_alias_maps_to_upstream_model(client: openai.OpenAI, fake: FakeState) ->
 
 def test_keys_are_used_in_turn(client: openai.OpenAI, fake: FakeState) -> None:
     used = set()
-    for _ in range(4):
-        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "k"}])
+    for i in range(4):  # four different conversations (one conversation would stick to one key)
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"k{i}"}])
         used.add(fake.last_request["key"])
     assert used == set(UPSTREAM_KEYS)
 

@@ -36,7 +36,7 @@ async def send(
     }
     if beta := client_headers.get("anthropic-beta"):
         headers["anthropic-beta"] = beta
-    if key := dep.provider.next_key():
+    if key := dep.key:
         headers["x-api-key"] = key
     headers.update(target.headers)
     try:

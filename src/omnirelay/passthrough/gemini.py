@@ -29,7 +29,7 @@ async def send(dep: Deployment, action: str, body: bytes, query: str = "") -> Up
     assert target.client is not None
     url = f"{api_root(target.base_url)}/{API_VERSION}/{model_resource(dep.upstream_model)}:{action}{query}"
     headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    if key := dep.provider.next_key():
+    if key := dep.key:
         headers["x-goog-api-key"] = key
     headers.update(target.headers)
     try:

@@ -19,7 +19,6 @@ from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
 from omnirelay.upstream import openai
-from omnirelay.upstream.openai import RETRY_HEADERS
 from omnirelay.wire.openai import parse_usage
 
 _DONE = b"data: [DONE]"
@@ -30,9 +29,7 @@ async def send_json(
 ) -> UpstreamResponse:
     """Send and raise the upstream's error answer, if any, before a byte reaches the client."""
     target = dep.provider.target
-    resp = await openai.send(
-        target, dep.provider.next_key(), path, body, content_type, model=dep.upstream_model
-    )
+    resp = await openai.send(target, dep.key, path, body, content_type, model=dep.upstream_model)
     if resp.status >= 400:
         try:
             raw = await resp.read()
@@ -135,7 +132,3 @@ async def relay_stream(
     call.status = 502
     call.error = failure.message
     yield sse.encode(json.dumps(error_body(failure)))
-
-
-def retry_headers(err: GatewayError) -> dict[str, str]:
-    return {h: err.headers[h] for h in RETRY_HEADERS if h in err.headers}

@@ -9,8 +9,9 @@ auth and the usage record are handled around them by `omnirelay.app.endpoint`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -19,9 +20,11 @@ from starlette.responses import Response
 from omnirelay.call import Call
 from omnirelay.canonical.request import ChatRequest
 from omnirelay.canonical.stream import StreamEvent, UsageEvent
-from omnirelay.errors import BadRequest, GatewayError, PayloadTooLarge, UpstreamError
+from omnirelay.errors import BadRequest, GatewayError, PayloadTooLarge
 from omnirelay.ingress.base import Ingress, StreamEncoder
-from omnirelay.routing.router import Deployment
+from omnirelay.routing.router import Deployment, Route
+from omnirelay.runtime import Runtime
+from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
 
 log = logging.getLogger("omnirelay.pipeline")
@@ -44,28 +47,28 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def with_attempts(
-    call: Call, deployments: list[Deployment], fn: Callable[[Deployment], Awaitable[T]]
+    rt: Runtime,
+    call: Call,
+    route: Route,
+    fn: Callable[[Deployment], Awaitable[T]],
+    session: str | None = None,
 ) -> T:
-    """Try deployments in order; move on only on a retryable failure before any byte was sent."""
-    last: UpstreamError | None = None
-    for dep in deployments[:MAX_ATTEMPTS]:
-        call.attempts += 1
-        call.served_by(dep)
-        try:
-            return await fn(dep)
-        except UpstreamError as exc:
-            last = exc
-            if not exc.retryable:
-                raise
-            log.warning(
-                "request %s: %s failed (%s), %s",
-                call.request_id,
-                dep.label,
-                exc.message,
-                "trying the next deployment" if call.attempts < len(deployments) else "giving up",
-            )
-    assert last is not None
-    raise last
+    """Serve on the route's deployments in the dispatcher's order, failing over before the first byte."""
+    return await rt.dispatcher.run(call, route, fn, session)
+
+
+def session_key(headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+    """What keeps a conversation on one deployment: an explicit session header, else a hash of the
+    conversation's first turns (the same in every later request of that conversation)."""
+    explicit = headers.get("x-session-id") or headers.get("x-omnirelay-session")
+    if explicit:
+        return "s:" + explicit[:200]
+    turns = body.get("messages") or body.get("contents") or body.get("input")
+    if not isinstance(turns, list) or not turns:
+        return None
+    system = body.get("system") or body.get("systemInstruction") or body.get("instructions")
+    digest = hashlib.blake2b(json.dumps([body.get("model"), system, turns[0]]), digest_size=16)
+    return "h:" + digest.hexdigest()
 
 
 def _no_adapter(dep: Deployment, path: str) -> BadRequest:
@@ -86,11 +89,13 @@ Passthrough = Callable[[Deployment], Awaitable[Response | StreamResponse]]
 
 
 async def run_chat(
+    rt: Runtime,
     call: Call,
-    deployments: list[Deployment],
+    route: Route,
     ingress: Ingress,
     body: dict[str, Any],
     passthrough: Passthrough,
+    session: str | None = None,
 ) -> Response | StreamResponse:
     """Serve a chat request on the first deployment that can: bytes passthrough when the upstream
     speaks the ingress protocol, canonical translation otherwise."""
@@ -103,7 +108,7 @@ async def run_chat(
             decoded.append(ingress.decode(body))
         return await _chat_translated(call, dep, ingress, decoded[0])
 
-    return await with_attempts(call, deployments, attempt)
+    return await with_attempts(rt, call, route, attempt, session)
 
 
 async def _chat_translated(
@@ -113,7 +118,7 @@ async def _chat_translated(
     if adapter is None:
         raise _no_adapter(dep, "chat requests")
     req.model = dep.upstream_model
-    key = dep.provider.next_key()
+    key = dep.key
     if not req.stream:
         resp = await adapter.complete(req, key)
         call.mark_first_byte()

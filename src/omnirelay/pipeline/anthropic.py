@@ -11,7 +11,7 @@ from omnirelay.accounting.tokens import estimate_usage
 from omnirelay.call import Call
 from omnirelay.ingress import anthropic as anthropic_ingress
 from omnirelay.passthrough import anthropic as anthropic_passthrough
-from omnirelay.pipeline import _model_of, read_body, run_chat
+from omnirelay.pipeline import _model_of, read_body, run_chat, session_key
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
@@ -23,14 +23,15 @@ async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Respo
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = _model_of(body, None)
     call.stream = body.get("stream") is True
-    deployments = rt.router.resolve(call.model)
-
+    route = rt.router.resolve(call.model)
     return await run_chat(
+        rt,
         call,
-        deployments,
+        route,
         ANTHROPIC,
         body,
         lambda dep: anthropic_passthrough.messages(call, dep, body, request.headers),
+        session_key(request.headers, body),
     )
 
 
@@ -38,9 +39,8 @@ async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> R
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
     call.model = _model_of(body, None)
-    deployments = rt.router.resolve(call.model)
-    if deployments[0].provider.dialect == "anthropic":
-        dep = deployments[0]
+    dep = rt.router.resolve(call.model).deployments[0]
+    if dep.provider.dialect == "anthropic":
         call.served_by(dep)
         return await anthropic_passthrough.count_tokens(call, dep, body, request.headers)
     req = ANTHROPIC.decode({**body, "max_tokens": 1})

@@ -15,8 +15,8 @@ from omnirelay.canonical.request import EmbeddingRequest
 from omnirelay.errors import NotFound
 from omnirelay.ingress.gemini import GeminiIngress, encode_count_tokens, encode_model, encode_models
 from omnirelay.passthrough import gemini as gemini_passthrough
-from omnirelay.pipeline import _no_adapter, read_body, run_chat, with_attempts
-from omnirelay.routing.router import Deployment
+from omnirelay.pipeline import _no_adapter, read_body, run_chat, session_key, with_attempts
+from omnirelay.routing.router import Deployment, Route
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
@@ -46,7 +46,7 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
     call.model = model
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
-    deployments = rt.router.resolve(model)
+    route = rt.router.resolve(model)
     if method in CHAT_METHODS:
         stream = method == "streamGenerateContent"
         use_sse = request.query_params.get("alt") == "sse"
@@ -54,23 +54,23 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
         ingress = GEMINI if use_sse or not stream else GEMINI_ARRAY
         tagged = {**body, "model": model, "stream": stream}
         return await run_chat(
+            rt,
             call,
-            deployments,
+            route,
             ingress,
             tagged,
             lambda dep: gemini_passthrough.generate(call, dep, body, stream, use_sse),
+            session_key(request.headers, body),
         )
     if method == "countTokens":
-        return await _count_tokens(call, deployments, model, body)
+        return await _count_tokens(call, route, model, body)
     if method in ("embedContent", "batchEmbedContents"):
-        return await _embed(call, deployments, model, method, body)
+        return await _embed(rt, call, route, model, method, body)
     raise NotFound(f"Method {method!r} is not supported by this gateway.", code="unknown_method")
 
 
-async def _count_tokens(
-    call: Call, deployments: list[Deployment], model: str, body: dict[str, Any]
-) -> Response:
-    dep = deployments[0]
+async def _count_tokens(call: Call, route: Route, model: str, body: dict[str, Any]) -> Response:
+    dep = route.deployments[0]
     if dep.provider.dialect == "gemini":
         call.served_by(dep)
         return await gemini_passthrough.relay_json(call, dep, "countTokens", body)
@@ -80,7 +80,7 @@ async def _count_tokens(
 
 
 async def _embed(
-    call: Call, deployments: list[Deployment], model: str, method: str, body: dict[str, Any]
+    rt: Runtime, call: Call, route: Route, model: str, method: str, body: dict[str, Any]
 ) -> Response:
     batch = method == "batchEmbedContents"
     req: EmbeddingRequest = (
@@ -94,12 +94,12 @@ async def _embed(
         if adapter is None:
             raise _no_adapter(dep, "embeddings")
         req.model = dep.upstream_model
-        resp = await adapter.embed(req, dep.provider.next_key())
+        resp = await adapter.embed(req, dep.key)
         call.mark_first_byte()
         call.usage = resp.usage
         return call.json_response(GEMINI.encode_batch_embed(resp) if batch else GEMINI.encode_embed(resp))
 
-    return await with_attempts(call, deployments, attempt)
+    return await with_attempts(rt, call, route, attempt)
 
 
 async def list_models(rt: Runtime, request: Request, call: Call) -> Response:

@@ -12,7 +12,7 @@ from omnirelay.call import Call
 from omnirelay.errors import BadRequest
 from omnirelay.ingress import openai_chat
 from omnirelay.passthrough.openai import relay_body, relay_stream, send_json
-from omnirelay.pipeline import _model_of, _no_adapter, read_body, run_chat, with_attempts
+from omnirelay.pipeline import _model_of, _no_adapter, read_body, run_chat, session_key, with_attempts
 from omnirelay.pipeline.anthropic import anthropic_models
 from omnirelay.pipeline.gemini import get_model as gemini_model
 from omnirelay.pipeline.gemini import list_models as gemini_models
@@ -29,9 +29,15 @@ async def chat_completions(rt: Runtime, request: Request, call: Call) -> Respons
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = openai_chat.check_request(body)
     call.stream = stream = body.get("stream") is True
-    deployments = rt.router.resolve(call.model)
+    route = rt.router.resolve(call.model)
     return await run_chat(
-        call, deployments, OPENAI, body, lambda dep: _chat_passthrough(call, dep, body, stream)
+        rt,
+        call,
+        route,
+        OPENAI,
+        body,
+        lambda dep: _chat_passthrough(call, dep, body, stream),
+        session_key(request.headers, body),
     )
 
 
@@ -66,14 +72,14 @@ async def embeddings(rt: Runtime, request: Request, call: Call) -> Response:
         if adapter is None:
             raise _no_adapter(dep, "/v1/embeddings")
         req = openai_chat.decode_embeddings({**body, "model": dep.upstream_model})
-        resp = await adapter.embed(req, dep.provider.next_key())
+        resp = await adapter.embed(req, dep.key)
         call.mark_first_byte()
         call.usage = resp.usage
         return call.json_response(
             json.dumps(openai_chat.encode_embeddings(resp, body.get("encoding_format")))
         )
 
-    return await with_attempts(call, rt.router.resolve(call.model), attempt)
+    return await with_attempts(rt, call, rt.router.resolve(call.model), attempt)
 
 
 async def _relay_json(call: Call, dep: Deployment, body: dict[str, Any], path: str) -> Response:
@@ -110,7 +116,7 @@ def openai_json_endpoint(
             resp = await send_json(dep, path, json.dumps(out))
             return call.stream_response(relay_stream(call, dep, resp, strip))
 
-        return await with_attempts(call, rt.router.resolve(call.model), attempt)
+        return await with_attempts(rt, call, rt.router.resolve(call.model), attempt)
 
     return handler
 
@@ -153,7 +159,7 @@ async def transcriptions(rt: Runtime, request: Request, call: Call) -> Response:
         raw, rtype = await relay_body(call, dep, resp, parse="json" in rtype)
         return call.json_response(raw, resp.status, rtype)
 
-    return await with_attempts(call, rt.router.resolve(model), attempt)
+    return await with_attempts(rt, call, rt.router.resolve(model), attempt)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -177,5 +183,5 @@ async def get_model(rt: Runtime, request: Request, call: Call) -> Response:
         request.path_params["target"] = request.path_params["model"]
         return await gemini_model(rt, request, call)
     model = request.path_params["model"]
-    dep = rt.router.resolve(model)[0]
+    dep = rt.router.resolve(model).deployments[0]
     return call.json_response(json.dumps(_model_json(rt, model, dep.provider.name)))

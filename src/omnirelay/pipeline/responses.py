@@ -18,7 +18,7 @@ from omnirelay.errors import GatewayError, NotFound
 from omnirelay.ingress.openai_responses import ResponsesIngress
 from omnirelay.ingress.openai_responses.history import history_items, prepend_history
 from omnirelay.ingress.openai_responses.stream import ResponsesStreamEncoder
-from omnirelay.pipeline import _model_of, _no_adapter, read_body, run_chat
+from omnirelay.pipeline import _model_of, _no_adapter, read_body, run_chat, session_key
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
 from omnirelay.storage.records import StoredResponse
@@ -91,7 +91,7 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response | Stream
                 code="previous_response_not_found",
             )
         body = prepend_history(body, history_items(json.loads(stored.request), json.loads(stored.response)))
-    deployments = rt.router.resolve(call.model)
+    route = rt.router.resolve(call.model)
     save: Save | None = None
     if body.get("store") is not False and rt.responses is not None:
         archive, expanded = rt.responses, json.dumps(body).decode()
@@ -111,7 +111,9 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response | Stream
     async def no_passthrough(dep: Deployment) -> Response:
         raise _no_adapter(dep, "Responses requests")  # no upstream speaks this dialect
 
-    return await run_chat(call, deployments, _SavingIngress(save), body, no_passthrough)
+    return await run_chat(
+        rt, call, route, _SavingIngress(save), body, no_passthrough, session_key(request.headers, body)
+    )
 
 
 async def retrieve(rt: Runtime, request: Request, call: Call) -> Response:

@@ -35,14 +35,7 @@ class Provider:
     models: dict[str, str]  # public name → upstream name
     adapter: ChatAdapter | None = None
     stream_usage: bool = True
-    _turn: int = field(default=0, repr=False)
-
-    def next_key(self) -> str | None:
-        if not self.keys:
-            return None
-        key = self.keys[self._turn % len(self.keys)]
-        self._turn += 1
-        return key
+    config: ProviderConfig | None = field(default=None, repr=False)
 
     async def close(self) -> None:
         if self.target.client is not None:
@@ -83,6 +76,7 @@ def build_provider(cfg: ProviderConfig, http_client: str) -> Provider:
         models=cfg.model_map(),
         adapter=adapter_cls(target) if adapter_cls else None,
         stream_usage=cfg.stream_usage,
+        config=cfg,
     )
 
 

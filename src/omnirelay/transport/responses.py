@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -32,7 +32,7 @@ class StreamResponse:
         self.body = body
         self.headers = headers
         self.status = status
-        self.on_close: Callable[[bool], None] | None = None  # called once, with "client went away"
+        self.on_close: Callable[[bool], Awaitable[None]] | None = None  # awaited once: "client went away?"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.create_task(self._relay(send))
@@ -51,7 +51,7 @@ class StreamResponse:
             if aclose is not None:
                 await aclose()
             if self.on_close is not None:
-                self.on_close(disconnected)
+                await self.on_close(disconnected)
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})

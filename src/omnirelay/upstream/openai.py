@@ -14,9 +14,7 @@ from omnirelay.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from omnirelay.transport import json
 from omnirelay.transport.http import TransportError, UpstreamResponse
 from omnirelay.upstream.base import Target
-
-# Headers of a rate-limited answer that tell a client when to come back.
-RETRY_HEADERS = ("retry-after", "retry-after-ms")
+from omnirelay.wire.headers import RATE_LIMIT_HEADERS
 
 
 def request_headers(target: Target, key: str | None, content_type: str | None) -> dict[str, str]:
@@ -90,7 +88,7 @@ def error_from_response(
     """Map an upstream error answer. 4xx keeps its status; 5xx becomes 502 (503/504 kept)."""
     message, etype, code, param = _parse_error(body)
     message = scrub(target, message or f"HTTP {status}")
-    keep = {h: headers[h] for h in RETRY_HEADERS if h in headers}
+    keep = {h: headers[h] for h in RATE_LIMIT_HEADERS if h in headers}
     if status == 429:
         return UpstreamError(
             f"Provider {target.name!r} is rate limited: {message}",

@@ -14,7 +14,8 @@ from typing import Any
 from omnirelay.errors import UpstreamError
 from omnirelay.transport import json
 from omnirelay.upstream.base import Target
-from omnirelay.upstream.openai import RETRY_HEADERS, scrub
+from omnirelay.upstream.openai import scrub
+from omnirelay.wire.headers import RATE_LIMIT_HEADERS
 
 # The HTTP status each error type comes with, for errors reported inside a stream.
 STATUS_OF_TYPE: dict[str, int] = {
@@ -52,7 +53,7 @@ def error_from_response(
 ) -> UpstreamError:
     message, etype = _parse(body)
     message = scrub(target, message or f"HTTP {status}")
-    keep = {h: headers[h] for h in RETRY_HEADERS if h in headers}
+    keep = {h: headers[h] for h in RATE_LIMIT_HEADERS if h in headers}
     name = target.name
     common: dict[str, Any] = {"headers": keep, "upstream_status": status, "provider": name}
     if status == 429:
