@@ -382,8 +382,8 @@ class StreamEncoder:
             if self._kind == "text":
                 delta: dict[str, Any] = {"type": "text_delta", "text": event.text}
             elif self._kind == "thinking":
-                if event.signature:
-                    return head + _event(
+                if event.signature:  # after any text the same delta carries
+                    signature = _event(
                         "content_block_delta",
                         {
                             "type": "content_block_delta",
@@ -391,6 +391,12 @@ class StreamEncoder:
                             "delta": {"type": "signature_delta", "signature": event.signature},
                         },
                     )
+                    text = (
+                        self.encode(BlockDelta(event.index, event.text, None, event.choice))
+                        if event.text
+                        else b""
+                    )
+                    return head + text + signature
                 delta = {"type": "thinking_delta", "thinking": event.text}
             else:
                 delta = {"type": "input_json_delta", "partial_json": event.text}

@@ -262,6 +262,11 @@ def decode_embeddings(body: dict[str, Any]) -> EmbeddingRequest:
 # --- encode -------------------------------------------------------------------------------------
 
 
+def _finish(reason: str | None) -> str | None:
+    """OpenAI has no "error" finish reason; an answer cut short by an upstream error ends as "stop"."""
+    return "stop" if reason == "error" else reason
+
+
 def _message_json(message: Message) -> dict[str, Any]:
     text = "".join(p.text for p in message.parts if isinstance(p, TextPart))
     calls = [p for p in message.parts if isinstance(p, ToolCallPart)]
@@ -292,7 +297,7 @@ def encode_response(resp: ChatResponse) -> dict[str, Any]:
             {
                 "index": c.index,
                 "message": _message_json(c.message),
-                "finish_reason": c.finish_reason,
+                "finish_reason": _finish(c.finish_reason),
                 "logprobs": None,
             }
             for c in resp.choices
@@ -353,7 +358,7 @@ class StreamEncoder:
                 return self._chunk(event.choice, {"content": ""} if event.kind == "text" else {})
             return b""
         if isinstance(event, Finish):
-            return self._chunk(event.choice, {}, event.reason)
+            return self._chunk(event.choice, {}, _finish(event.reason))
         if isinstance(event, UsageEvent):
             self._usage = event.usage
             return b""
