@@ -18,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from omnirelay.admin import deployments as admin_deployments
 from omnirelay.call import Call
 from omnirelay.config import Config
-from omnirelay.errors import GatewayError, NotFound
+from omnirelay.errors import GatewayError, NotFound, PermissionDenied
 from omnirelay.ingress.base import Ingress
 from omnirelay.pipeline import anthropic as anthropic_surface
 from omnirelay.pipeline import gemini as gemini_surface
@@ -61,7 +62,7 @@ def error_response(
 
 
 def endpoint(
-    name: str, handler: Handler, ingress: Ingress = openai_surface.OPENAI
+    name: str, handler: Handler, ingress: Ingress = openai_surface.OPENAI, admin: bool = False
 ) -> Callable[[Request], Awaitable[Response | StreamResponse]]:
     """Wrap a pipeline handler: request id, authentication, errors in the ingress protocol's shape,
     one usage record."""
@@ -71,7 +72,10 @@ def endpoint(
         client = request.client
         call = Call(new_request_id(), name, client.host if client else None)
         try:
-            call.key_id = rt.auth.authenticate(request.headers, request.query_params.get("key")).key_id
+            principal = rt.auth.authenticate(request.headers, request.query_params.get("key"))
+            call.key_id = principal.key_id
+            if admin and not principal.is_master:
+                raise PermissionDenied("This endpoint needs the master key.")
             response = await handler(rt, request, call)
         except GatewayError as exc:
             call.status, call.error = exc.status, exc.message
@@ -161,6 +165,12 @@ GEMINI_ROUTES = [
     ("GET", "/v1beta/models", "models", gemini_surface.list_models),
     ("GET", "/v1beta/models/{target:path}", "models", gemini_surface.get_model),
 ]
+ADMIN_ROUTES = [
+    ("GET", "/admin/deployments", "admin.deployments", admin_deployments.list_deployments),
+    ("POST", "/admin/deployments/{dep_id:path}/enable", "admin.deployments", admin_deployments.enable),
+    ("POST", "/admin/deployments/{dep_id:path}/test", "admin.deployments", admin_deployments.test_deployment),
+    ("POST", "/admin/providers/{name}/test", "admin.providers", admin_deployments.test_provider),
+]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [
     ("POST", "/v1/messages", "messages", anthropic_surface.anthropic_messages),
@@ -185,6 +195,7 @@ def create_app(
 
     routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]
     routes += [Route(path, endpoint(name, fn), methods=[method]) for method, path, name, fn in ROUTES]
+    routes += [Route(path, endpoint(name, fn, admin=True), methods=[m]) for m, path, name, fn in ADMIN_ROUTES]
     for method, path, name, fn in GEMINI_ROUTES:
         route = endpoint(name, fn, gemini_surface.GEMINI)
         routes += [Route(path, route, methods=[method]), Route("/google" + path, route, methods=[method])]

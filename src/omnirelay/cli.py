@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from omnirelay import __version__
@@ -146,6 +147,62 @@ def cmd_master_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cell(value: object) -> str:
+    return "-" if value in (None, "", {}, []) else str(value)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show every deployment of a running gateway (GET /admin/deployments)."""
+    import httpx
+
+    key = args.key or os.environ.get("OMNIRELAY_MASTER_KEY")
+    if not key:
+        print("omnirelay status needs the master key: --key or OMNIRELAY_MASTER_KEY", file=sys.stderr)
+        return 2
+    try:
+        resp = httpx.get(
+            args.url.rstrip("/") + "/admin/deployments",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        print(f"omnirelay status: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if resp.status_code != 200:
+        print(f"omnirelay status: HTTP {resp.status_code}: {resp.text[:300]}", file=sys.stderr)
+        return 1
+    rows = [("DEPLOYMENT", "STATE", "BREAKER", "RPM", "RPD", "IN FLIGHT", "LATENCY MS", "LAST ERROR")]
+    now = time.time()
+    for dep in resp.json()["data"]:
+        limits, usage = dep["limits"], dep["usage"]
+        if dep["invalid"]:
+            state = "invalid: " + dep["invalid"]
+        elif dep["cooldown"]:
+            state = f"cooling {max(0, round(dep['cooldown']['until'] - now))}s: {dep['cooldown']['reason']}"
+        else:
+            state = (dep["health"] or {}).get("status", "ok")
+        rpm = f"{usage['requests_minute']}/{_cell(limits['rpm'])}"
+        rpd = f"{usage['requests_day']}/{_cell(limits['rpd'])}"
+        latency = dep["latency_ms"] and round(dep["latency_ms"], 1)
+        last = dep["last_error"] and f"{dep['last_error']['kind']}: {dep['last_error']['reason']}"
+        rows.append(
+            (
+                dep["id"],
+                state[:60],
+                dep["breaker"]["state"],
+                rpm,
+                rpd,
+                str(dep["in_flight"]),
+                _cell(latency),
+                _cell(last)[:70],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnirelay", description="A self-hosted LLM API gateway.")
     p.add_argument("--version", action="version", version=f"omnirelay {__version__}")
@@ -173,6 +230,11 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and show what it configures")
     check.add_argument("config")
     check.set_defaults(fn=cmd_check)
+
+    status = sub.add_parser("status", help="show the deployments of a running gateway")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    status.add_argument("--key", help="the master key (default $OMNIRELAY_MASTER_KEY)")
+    status.set_defaults(fn=cmd_status)
 
     mk = sub.add_parser("master-key", help="manage the master key")
     mk.add_argument("--reset", action="store_true", help="generate a new master key and print it")

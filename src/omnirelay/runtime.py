@@ -14,6 +14,7 @@ from omnirelay.config import Config
 from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
 from omnirelay.providers.catalog import Provider, build_providers
 from omnirelay.routing.dispatch import Dispatcher
+from omnirelay.routing.health import HealthChecker
 from omnirelay.routing.router import Router
 from omnirelay.state.memory import MemoryRoutingState
 from omnirelay.storage.base import Store
@@ -34,6 +35,7 @@ class Runtime:
     providers: list[Provider]
     router: Router
     dispatcher: Dispatcher
+    health: HealthChecker
     auth: Authenticator
     started: int
     responses: ResponseArchive | None = None
@@ -76,6 +78,7 @@ class Runtime:
         self.finish(call)
 
     async def close(self) -> None:
+        await self.health.close()
         await self.dispatcher.state.close()
         await self.recorder.close()
         if self.responses is not None:
@@ -111,14 +114,19 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
     responses = ResponseArchive(store, config.usage.flush_interval_seconds)
     responses.writer.start()
     providers = build_providers(config)
+    router = Router(providers, config)
+    dispatcher = Dispatcher(MemoryRoutingState(), config.routing)
+    health = HealthChecker(router, dispatcher, config.routing.health)
+    health.start()
     return Runtime(
         config=config,
         data_dir=data_dir,
         store=store,
         recorder=recorder,
         providers=providers,
-        router=Router(providers, config),
-        dispatcher=Dispatcher(MemoryRoutingState(), config.routing),
+        router=router,
+        dispatcher=dispatcher,
+        health=health,
         auth=Authenticator(master_hash),
         started=int(time.time()),
         new_master_key=new_key,

@@ -1,0 +1,56 @@
+"""The operator's view of routing: /admin/deployments, enable, on-demand probes, `omnirelay status`."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from omnirelay.cli import main
+from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway
+from tests.fakes import FakeState
+
+AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def deployments(gateway: Gateway) -> dict[str, dict[str, object]]:
+    resp = httpx.get(gateway.base_url + "/admin/deployments", headers=AUTH, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return {d["id"]: d for d in resp.json()["data"]}
+
+
+def test_lists_every_deployment_without_secrets(gateway: Gateway) -> None:
+    resp = httpx.get(gateway.base_url + "/admin/deployments", headers=AUTH, timeout=10)
+    deps = {d["id"]: d for d in resp.json()["data"]}
+    assert {"oai/0/gpt-4o-mini", "oai/1/gpt-4o-mini", "mock/0/mock"} <= set(deps)
+    assert deps["oai/0/gpt-4o-mini"]["breaker"]["state"] == "closed"
+    assert all(key not in resp.text for key in UPSTREAM_KEYS)
+    assert httpx.get(gateway.base_url + "/admin/deployments", timeout=10).status_code == 401
+
+
+def test_invalid_key_shows_then_enable_brings_it_back(gateway: Gateway, fake: FakeState) -> None:
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10)
+    refused = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+    fake.next_responses.append((401, {"content-type": "application/json"}, refused))
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "adm"}])
+    assert reply.choices[0].message.content == "echo: adm"  # the other key served it
+    invalid = [d for d in deployments(gateway).values() if d["invalid"]]
+    assert len(invalid) == 1 and invalid[0]["last_error"]["kind"] == "auth"  # type: ignore[index]
+    dep_id = invalid[0]["id"]
+    enabled = httpx.post(f"{gateway.base_url}/admin/deployments/{dep_id}/enable", headers=AUTH, timeout=10)
+    assert enabled.status_code == 200 and enabled.json()["invalid"] is None
+
+
+def test_probe_on_demand(gateway: Gateway) -> None:
+    one = httpx.post(f"{gateway.base_url}/admin/deployments/oai/1/gpt-4o-mini/test", headers=AUTH, timeout=10)
+    assert one.status_code == 200 and one.json()["status"] == "healthy"
+    down = httpx.post(f"{gateway.base_url}/admin/providers/down/test", headers=AUTH, timeout=10)
+    assert down.status_code == 200
+    assert {r["status"] for r in down.json()["results"].values()} == {"error"}
+    assert httpx.post(f"{gateway.base_url}/admin/providers/nope/test", headers=AUTH).status_code == 404
+
+
+def test_status_command(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--url", gateway.base_url, "--key", MASTER_KEY]) == 0
+    out = capsys.readouterr().out
+    assert "DEPLOYMENT" in out and "oai/0/gpt-4o-mini" in out and "closed" in out
