@@ -50,28 +50,34 @@ def test_sigterm_drains_in_flight_requests_and_flushes_usage(tmp_path: Path) -> 
         "master_key: sk-test-sigterm-master\n"
         "usage: {flush_interval_seconds: 30}\n"  # nothing is written before shutdown unless it flushes
         "providers:\n"
-        "  - {name: slow, type: mock, models: [mock], mock: {latency_ms: 1000}}\n"
+        "  - {name: slow, type: mock, models: [mock], mock: {latency_ms: 1500}}\n"
     )
     gw = GatewayProcess(tmp_path / "data", config=config)
     gw.wait_ready()
     headers = {"Authorization": "Bearer sk-test-sigterm-master"}
     body = {"model": "mock", "messages": [{"role": "user", "content": "hold on"}]}
 
-    def one(i: int) -> str:
-        # Requests keep coming until the listener closes; a refused connection is fine (not in flight),
-        # a connection dropped mid-request is not.
+    def one(i: int, late: bool) -> str:
         try:
             resp = httpx.post(gw.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=15)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+            # After SIGTERM the listener closes: a late request is refused (or reset from the accept queue).
+            assert late, "a request that was in flight before SIGTERM was dropped"
             return "refused"
         assert resp.status_code == 200, resp.text
         return str(resp.headers["x-request-id"])
 
+    def in_flight() -> int:
+        deps = httpx.get(gw.base_url + "/admin/deployments", headers=headers, timeout=5).json()["data"]
+        return sum(d["in_flight"] for d in deps)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=48) as pool:
-        futures = [pool.submit(one, i) for i in range(24)]
-        time.sleep(0.6)  # the first 24 are in flight, waiting on the mock's latency
+        futures = [pool.submit(one, i, False) for i in range(24)]
+        deadline = time.monotonic() + 10
+        while in_flight() < 24 and time.monotonic() < deadline:  # all 24 wait on the mock's latency
+            time.sleep(0.05)
         gw.proc.send_signal(signal.SIGTERM)
-        futures += [pool.submit(one, i) for i in range(24)]
+        futures += [pool.submit(one, i, True) for i in range(24)]
         done = [f.result() for f in futures]
     gw.stop()
     finished = {rid for rid in done if rid != "refused"}
