@@ -28,17 +28,7 @@ INGRESSES = ["openai-chat", "anthropic", "gemini", "responses"]
 FAMILIES = ["openai", "anthropic", "gemini"]
 
 # (feature, ingress, upstream family) → why the cell fails today.
-_LOST_SIGNATURE = (
-    "gateway bug: the thoughtSignature Gemini puts on a functionCall lives only in the canonical "
-    "ToolCallPart.provider_details; the {} protocol has no field for it, so the replayed call reaches "
-    "Gemini without it (thinkingConfig still on) and Gemini answers 400 'Function call is missing a "
-    "thought_signature'"
-)
-KNOWN_BUGS: dict[tuple[str, str, str], str] = {
-    ("thinking_tools", "openai-chat", "gemini"): _LOST_SIGNATURE.format("OpenAI Chat"),
-    ("thinking_tools", "anthropic", "gemini"): _LOST_SIGNATURE.format("Anthropic Messages"),
-    ("thinking_tools", "responses", "gemini"): _LOST_SIGNATURE.format("Responses"),
-}
+KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
 
 
 def cells(feature: str) -> list[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from omnirelay.canonical.ids import carry, uncarry
 from omnirelay.canonical.messages import (
     FilePart,
     ImagePart,
@@ -150,7 +151,8 @@ def _messages(raw: Any) -> list[Message]:
             elif kind == "tool_use" and role == "assistant":
                 parts.append(
                     ToolCallPart(
-                        id=str(block.get("id", "")),
+                        id=uncarry(str(block.get("id", "")))[0],
+                        provider_details=uncarry(str(block.get("id", "")))[1],
                         name=str(block.get("name", "")),
                         arguments=json.dumps(block.get("input") or {}).decode(),
                     )
@@ -158,7 +160,7 @@ def _messages(raw: Any) -> list[Message]:
             elif kind == "tool_result" and role == "user":
                 results.append(
                     ToolResultPart(
-                        str(block.get("tool_use_id", "")),
+                        uncarry(str(block.get("tool_use_id", "")))[0],
                         _result_parts(block.get("content"), where),
                         bool(block.get("is_error")),
                     )
@@ -305,7 +307,12 @@ def _content(parts: list[Part]) -> list[dict[str, Any]]:
                 out.append({"type": "thinking", "thinking": part.text, "signature": part.signature or ""})
         elif isinstance(part, ToolCallPart):
             out.append(
-                {"type": "tool_use", "id": part.id, "name": part.name, "input": _arguments(part.arguments)}
+                {
+                    "type": "tool_use",
+                    "id": carry(part.id, part.provider_details),
+                    "name": part.name,
+                    "input": _arguments(part.arguments),
+                }
             )
     return out
 
@@ -418,7 +425,8 @@ class StreamEncoder:
             elif event.kind == "thinking":
                 block = {"type": "thinking", "thinking": "", "signature": ""}
             else:
-                block = {"type": "tool_use", "id": event.tool_call_id, "name": event.tool_name, "input": {}}
+                call_id = carry(event.tool_call_id or "", event.provider_details)
+                block = {"type": "tool_use", "id": call_id, "name": event.tool_name, "input": {}}
             return out + _event(
                 "content_block_start",
                 {"type": "content_block_start", "index": self._next, "content_block": block},

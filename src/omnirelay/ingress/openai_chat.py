@@ -11,6 +11,7 @@ import re
 import struct
 from typing import Any
 
+from omnirelay.canonical.ids import carry, uncarry
 from omnirelay.canonical.messages import (
     AudioPart,
     FilePart,
@@ -154,9 +155,13 @@ def _message(raw: dict[str, Any], i: int) -> Message:
             parts.append(RefusalPart(raw["refusal"]))
         for call in raw.get("tool_calls") or []:
             fn = call.get("function") or {}
+            call_id, details = uncarry(str(call.get("id", "")))
             parts.append(
                 ToolCallPart(
-                    id=call.get("id", ""), name=fn.get("name", ""), arguments=fn.get("arguments") or ""
+                    id=call_id,
+                    name=fn.get("name", ""),
+                    arguments=fn.get("arguments") or "",
+                    provider_details=details,
                 )
             )
         if isinstance(raw.get("function_call"), dict):
@@ -168,10 +173,10 @@ def _message(raw: dict[str, Any], i: int) -> Message:
             )
         return Message("assistant", parts, raw.get("name"))
     if role == "tool":
-        call_id = raw.get("tool_call_id")
-        if not isinstance(call_id, str):
+        result_id = raw.get("tool_call_id")
+        if not isinstance(result_id, str):
             raise BadRequest(f"{where}: a tool message needs 'tool_call_id'.", param=where)
-        return Message("tool", [ToolResultPart(call_id, _parts(raw.get("content"), where))])
+        return Message("tool", [ToolResultPart(uncarry(result_id)[0], _parts(raw.get("content"), where))])
     if role == "function":
         name = raw.get("name") or ""
         return Message("tool", [ToolResultPart(name, _parts(raw.get("content"), where))])
@@ -281,7 +286,11 @@ def _message_json(message: Message) -> dict[str, Any]:
         out["reasoning_content"] = thinking
     if calls:
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": carry(c.id, c.provider_details),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
             for c in calls
         ]
     return out
@@ -349,7 +358,7 @@ class StreamEncoder:
                 self._tool_index[(event.choice, event.index)] = index
                 call = {
                     "index": index,
-                    "id": event.tool_call_id,
+                    "id": carry(event.tool_call_id or "", event.provider_details),
                     "type": "function",
                     "function": {"name": event.tool_name, "arguments": ""},
                 }

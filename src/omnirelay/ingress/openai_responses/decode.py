@@ -17,6 +17,7 @@ import mimetypes
 import re
 from typing import Any
 
+from omnirelay.canonical.ids import uncarry
 from omnirelay.canonical.messages import (
     FilePart,
     ImagePart,
@@ -197,14 +198,17 @@ def decode_input(raw: Any) -> list[Message]:
             call_id, name = item.get("call_id"), item.get("name")
             if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
                 raise _bad(f"{where}: a function_call item needs 'call_id' and 'name'.", where)
-            _assistant(out).parts.append(ToolCallPart(call_id, name, _arguments(item.get("arguments"))))
+            plain_id, details = uncarry(call_id)
+            _assistant(out).parts.append(
+                ToolCallPart(plain_id, name, _arguments(item.get("arguments")), provider_details=details)
+            )
         elif kind == "function_call_output":
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise _bad(f"{where}: a function_call_output item needs 'call_id'.", where)
             output = item.get("output")
             content = _content("" if output is None else output, f"{where}.output")
-            out.append(Message("tool", [ToolResultPart(call_id, content)]))
+            out.append(Message("tool", [ToolResultPart(uncarry(call_id)[0], content)]))
         elif kind == "reasoning":
             text, blob = _reasoning(item)
             item_id = item.get("id") if isinstance(item.get("id"), str) else None

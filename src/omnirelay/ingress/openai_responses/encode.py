@@ -17,6 +17,7 @@ import secrets
 import time
 from typing import Any
 
+from omnirelay.canonical.ids import carry
 from omnirelay.canonical.messages import Message, RefusalPart, TextPart, ThinkingPart, ToolCallPart
 from omnirelay.canonical.request import ChatRequest, ResponseFormat, ToolChoice
 from omnirelay.canonical.response import ChatResponse, FinishReason
@@ -36,8 +37,11 @@ def item_id(prefix: str, response_id: str, output_index: int) -> str:
     return f"{prefix}_{digest}"
 
 
-def call_id(tool_call_id: str | None, response_id: str, output_index: int) -> str:
-    return tool_call_id or item_id("call", response_id, output_index)
+def call_id(
+    tool_call_id: str | None, response_id: str, output_index: int, details: dict[str, Any] | None = None
+) -> str:
+    """The client-visible call id (vendor data it must echo is carried in it, see canonical.ids)."""
+    return carry(tool_call_id or item_id("call", response_id, output_index), details)
 
 
 def usage_json(usage: Usage | None) -> dict[str, Any] | None:
@@ -222,7 +226,7 @@ def output_items(
             items.append(
                 function_call_item(
                     item_id("fc", response_id, index),
-                    call_id(part.id, response_id, index),
+                    call_id(part.id, response_id, index, part.provider_details),
                     part.name,
                     part.arguments,
                     "completed",

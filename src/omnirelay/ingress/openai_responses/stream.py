@@ -162,7 +162,7 @@ class ResponsesStreamEncoder:
             block.item, out = self._add_item("rs", {"type": "reasoning", "id": "", "summary": []})
         elif event.kind == "tool_call":
             index = len(self._items)
-            call = call_id(event.tool_call_id, self._id, index)
+            call = call_id(event.tool_call_id, self._id, index, event.provider_details)
             body = function_call_item("", call, event.tool_name or "", "", "in_progress")
             block.item, out = self._add_item("fc", body)
         return out
