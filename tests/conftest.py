@@ -83,6 +83,8 @@ def gateway_config(
     raw: dict[str, Any] = {
         "master_key": MASTER_KEY,
         "usage": {"flush_interval_seconds": 0.05},
+        # The shared gateway passes upstream 429s on at once; waiting is tested in test_routing*.
+        "routing": {"max_wait_seconds": 1},
         "server": {"max_body_bytes": 1_000_000},
         "providers": [
             {

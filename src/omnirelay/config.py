@@ -173,6 +173,7 @@ class RoutingConfig(_Strict):
     deadline_seconds: float = Field(120.0, gt=0)
     backoff_seconds: float = Field(0.25, ge=0)  # base of the jittered backoff when retrying one deployment
     wait_for_recovery: bool = True  # when every candidate cools down, wait for the first one if in time
+    max_wait_seconds: float = Field(10.0, ge=0)  # the longest such wait
     rate_limit_ladder: list[float] = Field(default_factory=lambda: [2.0, 10.0, 30.0, 120.0, 600.0])
     quota_ladder: list[float] = Field(default_factory=lambda: [300.0, 1800.0, 3600.0, 21600.0, 86400.0])
     sticky: bool = True

@@ -363,3 +363,14 @@ async def test_expired_keys_are_purged(harness: Harness) -> None:
     for _ in range(20_000):  # ordinary traffic drives the sweep; nothing is read back
         await state.sticky_get("someone-else")
     assert await harness.count_keys() < 100
+
+
+async def test_breaker_counts_consecutive_failures(harness: Harness) -> None:
+    state = harness.state
+    policy = BreakerPolicy(failures=3, window=60.0, open_for=5.0)
+    for i in range(20):  # a failure, then a success, over and over: never three in a row
+        await state.record_result("busy", i % 2 == 1, 1000.0 + i, policy)
+    assert (await state.breaker("busy", 1020.0, policy)).state == "closed"
+    for i in range(3):
+        await state.record_result("busy", False, 1030.0 + i, policy)
+    assert (await state.breaker("busy", 1033.0, policy)).state == "open"

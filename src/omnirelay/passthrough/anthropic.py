@@ -11,8 +11,9 @@ from typing import Any
 from starlette.responses import Response
 
 from omnirelay.call import Call
-from omnirelay.errors import GatewayError, UpstreamError
+from omnirelay.errors import GatewayError
 from omnirelay.ingress.anthropic import error_json
+from omnirelay.passthrough import incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -56,20 +57,8 @@ async def messages(
     resp = await send(dep, "/v1/messages", json.dumps(out), client_headers)
     if body.get("stream") is True and "event-stream" in resp.headers.get("content-type", ""):
         return call.stream_response(relay_stream(call, dep, resp))
-    try:
-        raw = await resp.read()
-    except TransportError as exc:
-        raise transport_errors.transport_error(dep.provider.target, exc) from None
-    call.mark_first_byte()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise UpstreamError(
-            f"Provider {dep.provider.name!r} returned a malformed JSON body.",
-            status=502,
-            provider=dep.provider.name,
-            retryable=True,
-        ) from None
+    raw = await read_whole(call, dep, resp)
+    data = parse_answer(dep, raw)
     if isinstance(data, dict) and isinstance(data.get("usage"), dict):
         call.usage = parse_usage(data["usage"])
     return call.json_response(raw, resp.status, resp.headers.get("content-type", "application/json"))
@@ -134,10 +123,6 @@ async def relay_stream(call: Call, dep: Deployment, resp: UpstreamResponse) -> A
         await resp.aclose()
     if done:
         return
-    failure = failure or UpstreamError(
-        f"Provider {dep.provider.name!r} ended the stream before it was complete.",
-        code="upstream_stream_incomplete",
-        provider=dep.provider.name,
-    )
+    failure = failure or incomplete(dep)
     call.status, call.error = 502, failure.message
     yield sse.encode(json.dumps(error_json(failure)), event="error")

@@ -10,8 +10,9 @@ from typing import Any
 from starlette.responses import Response
 
 from omnirelay.call import Call
-from omnirelay.errors import GatewayError, UpstreamError
+from omnirelay.errors import GatewayError
 from omnirelay.ingress.gemini import error_json
+from omnirelay.passthrough import incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -50,21 +51,8 @@ def _take_usage(call: Call, data: Any) -> None:
 
 async def relay_json(call: Call, dep: Deployment, action: str, body: dict[str, Any]) -> Response:
     resp = await send(dep, action, json.dumps(body))
-    try:
-        raw = await resp.read()
-    except TransportError as exc:
-        raise transport_errors.transport_error(dep.provider.target, exc) from None
-    call.mark_first_byte()
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        raise UpstreamError(
-            f"Provider {dep.provider.name!r} returned a malformed JSON body.",
-            status=502,
-            provider=dep.provider.name,
-            retryable=True,
-        ) from None
-    _take_usage(call, data)
+    raw = await read_whole(call, dep, resp)
+    _take_usage(call, parse_answer(dep, raw))
     return call.json_response(raw, resp.status, resp.headers.get("content-type", "application/json"))
 
 
@@ -101,11 +89,7 @@ async def _relay_sse(call: Call, dep: Deployment, resp: UpstreamResponse) -> Asy
         await resp.aclose()
     if finished and failure is None:
         return
-    failure = failure or UpstreamError(
-        f"Provider {dep.provider.name!r} ended the stream before it was complete.",
-        code="upstream_stream_incomplete",
-        provider=dep.provider.name,
-    )
+    failure = failure or incomplete(dep)
     call.status, call.error = 502, failure.message
     yield b"data: " + json.dumps(error_json(failure)) + b"\r\n\r\n"
 

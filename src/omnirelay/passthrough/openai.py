@@ -13,8 +13,9 @@ from typing import Any
 
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
-from omnirelay.errors import GatewayError, UpstreamError
+from omnirelay.errors import GatewayError
 from omnirelay.ingress.openai_chat import error_body
+from omnirelay.passthrough import incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -41,23 +42,10 @@ async def send_json(
 
 async def relay_body(call: Call, dep: Deployment, resp: UpstreamResponse, parse: bool) -> tuple[bytes, str]:
     """Read a whole answer; with `parse`, check it is JSON and take its usage."""
-    try:
-        raw = await resp.read()
-    except TransportError as exc:
-        raise openai.transport_error(dep.provider.target, exc) from None
-    call.mark_first_byte()
+    raw = await read_whole(call, dep, resp)
     content_type = resp.headers.get("content-type", "application/json")
     if parse:
-        try:
-            data: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            raise UpstreamError(
-                f"Provider {dep.provider.name!r} returned a malformed JSON body.",
-                status=502,
-                code="bad_upstream_response",
-                provider=dep.provider.name,
-                retryable=True,
-            ) from None
+        data = parse_answer(dep, raw)
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
             call.usage = _usage(usage)
@@ -124,11 +112,7 @@ async def relay_stream(
     if failure is None and finished:
         yield _DONE + b"\n\n"  # a lenient upstream that ends without the terminator
         return
-    failure = failure or UpstreamError(
-        f"Provider {dep.provider.name!r} ended the stream before it was complete.",
-        code="upstream_stream_incomplete",
-        provider=dep.provider.name,
-    )
+    failure = failure or incomplete(dep)
     call.status = 502
     call.error = failure.message
     yield sse.encode(json.dumps(error_body(failure)))

@@ -66,8 +66,10 @@ def session_key(headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
     turns = body.get("messages") or body.get("contents") or body.get("input")
     if not isinstance(turns, list) or not turns:
         return None
+    # The first user turn: a shared system prompt alone would put every conversation in one session.
+    first = next((t for t in turns if isinstance(t, dict) and t.get("role") == "user"), turns[0])
     system = body.get("system") or body.get("systemInstruction") or body.get("instructions")
-    digest = hashlib.blake2b(json.dumps([body.get("model"), system, turns[0]]), digest_size=16)
+    digest = hashlib.blake2b(json.dumps([body.get("model"), system, first]), digest_size=16)
     return "h:" + digest.hexdigest()
 
 

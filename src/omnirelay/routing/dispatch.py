@@ -118,14 +118,16 @@ class Dispatcher:
         cooldown = await self.state.cooldown(dep.id, now)
         if cooldown is not None:
             return cooldown.until, f"{dep.label}: cooling down ({cooldown.reason})"
-        if not await self.state.try_probe(dep.id, now, self.policy):
-            status = await self.state.breaker(dep.id, now, self.policy)
-            ready = (status.opened_at or now) + self.policy.open_for
-            return ready, f"{dep.label}: circuit open"
         limits = dep.limits.tighter(await self.state.learned_limits(dep.id))
         admission = await self.state.try_acquire(dep.id, limits, now)
         if not admission.ok:
             return now + admission.retry_after, f"{dep.label}: at its {admission.limit} cap"
+        # Last, so that a half-open breaker's single probe is claimed only by a call that goes out.
+        if not await self.state.try_probe(dep.id, now, self.policy):
+            await self.state.release(dep.id, now)
+            status = await self.state.breaker(dep.id, now, self.policy)
+            ready = (status.opened_at or now) + self.policy.open_for
+            return ready, f"{dep.label}: circuit open"
         return None
 
     # --- failures ---------------------------------------------------------------------------------
@@ -139,22 +141,24 @@ class Dispatcher:
             if known:
                 await self.state.learn_limits(dep.id, Limits(**known), LEARNED_TTL)
         if verdict.kind in ("rate_limit", "quota_exhausted"):
+            # The vendor's own retry-after is honoured as given; without one the ladder escalates.
             ladder = cfg.rate_limit_ladder if verdict.kind == "rate_limit" else cfg.quota_ladder
             for target in targets:
-                await self.state.cool_down(
-                    target.id,
-                    verdict.retry_after or 0.0,
-                    verdict.reason,
-                    now,
-                    escalate=True,
-                    ladder=tuple(ladder),
-                )
+                if verdict.retry_after:
+                    await self.state.cool_down(target.id, verdict.retry_after, verdict.reason, now)
+                else:
+                    await self.state.cool_down(
+                        target.id, 0.0, verdict.reason, now, escalate=True, ladder=tuple(ladder)
+                    )
         elif verdict.kind == "auth":
             for target in targets:
                 await self.state.mark_invalid(target.id, verdict.reason, now)
-        elif verdict.kind in ("server", "timeout", "connection", "bad_response"):
+        if verdict.kind in ("server", "timeout", "connection", "bad_response"):
             for target in targets:
                 await self.state.record_result(target.id, False, now, self.policy)
+        elif (await self.state.breaker(dep.id, now, self.policy)).state == "half_open":
+            # The probe reached a live upstream (it answered, if not with a result): the breaker closes.
+            await self.state.record_result(dep.id, True, now, self.policy)
 
     def _falls_back(self, route: Route, verdict: Verdict) -> bool:
         if verdict.kind == "auth":
@@ -171,18 +175,28 @@ class Dispatcher:
         cfg = self.config
         max_attempts = route.max_attempts or cfg.max_attempts
         deadline = time.monotonic() + (route.deadline_seconds or cfg.deadline_seconds)
-        tried: set[str] = set()
+        tried: dict[str, int] = {}  # deployment → attempts on it in this request
         last: UpstreamError | None = None
         while True:
             waits: list[tuple[float | None, str]] = []
-            skip = set(tried)
+            skip: set[str] = set()
+            failed_now: list[str] = []  # deployments that failed in this pass
             async for dep in self._order(route, session, skip):
                 now = time.time()
                 blocked = await self._blocked(dep, now)
                 if blocked is not None:
-                    waits.append(blocked)
+                    # A deployment that already failed twice in this request is not waited for again.
+                    if tried.get(dep.id, 0) < 2:
+                        waits.append(blocked)
                     continue
-                tried.add(dep.id)
+                if tried.get(dep.id):
+                    # Retrying the same deployment: jittered exponential backoff, within the deadline.
+                    pause = cfg.backoff_seconds * 2 ** (tried[dep.id] - 1) * random.uniform(0.5, 1.5)
+                    if time.monotonic() + pause >= deadline:
+                        await self.state.release(dep.id, now)
+                        break
+                    await asyncio.sleep(pause)
+                tried[dep.id] = tried.get(dep.id, 0) + 1
                 call.attempts += 1
                 call.served_by(dep)
                 await self.state.begin(dep.id)
@@ -190,6 +204,7 @@ class Dispatcher:
                     result = await fn(dep)
                 except UpstreamError as exc:
                     await self.state.end(dep.id, None, False)
+                    failed_now.append(dep.id)
                     verdict = classify(exc, now)
                     siblings = [d for d in route.deployments if d.provider is dep.provider]
                     await self._apply(dep, verdict, siblings, now)
@@ -213,16 +228,20 @@ class Dispatcher:
                 if session is not None and cfg.sticky:
                     await self.state.sticky_set(session, dep.id, cfg.sticky_ttl_seconds)
                 return result
-            # Nothing left to try now.
+            # Nothing left to try now: wait for the first deployment to recover (a cool-down this
+            # request caused included, once) if that fits both the deadline and max_wait_seconds.
+            for dep_id in failed_now:
+                if tried[dep_id] == 1 and (cooldown := await self.state.cooldown(dep_id, time.time())):
+                    waits.append((cooldown.until, f"{dep_id}: cooling down ({cooldown.reason})"))
             recover = [t for t, _ in waits if t is not None]
-            remaining = deadline - time.monotonic()
+            remaining = min(deadline - time.monotonic(), cfg.max_wait_seconds)
             if recover and cfg.wait_for_recovery and call.attempts < max_attempts:
                 delay = max(min(recover) - time.time(), 0.0)
                 if delay < remaining:
                     await asyncio.sleep(delay + 0.01)
                     continue
-            if last is not None and not waits:
-                raise last
+            if last is not None and (not recover or last.status == 429):
+                raise last  # the upstream's own answer says most (its 429 carries its retry-after)
             raise self._unavailable(route, waits, recover, last)
 
     def _unavailable(

@@ -90,7 +90,7 @@ class Cooldown:
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
-    failures: int = 5  # this many failures within `window` seconds open the breaker
+    failures: int = 5  # this many consecutive failures within `window` seconds open the breaker
     window: float = 60.0
     open_for: float = 30.0  # then half-open: one probe request decides
     probe_ttl: float = 30.0  # a probe claim lapses after this, so a crashed probe frees the slot
@@ -291,8 +291,9 @@ class RoutingState(ABC):
     async def record_result(self, dep: str, ok: bool, now: float, policy: BreakerPolicy) -> BreakerStatus:
         """Feed one upstream outcome to the breaker; returns its status afterwards.
 
-        Closed: a failure is logged; ``policy.failures`` failures within ``policy.window`` seconds open
-        it. A success resets the cool-down escalation level. Open (before ``open_for``): results are
+        Closed: a failure is logged; ``policy.failures`` consecutive failures within ``policy.window``
+        seconds open it. A success clears the logged failures (so a busy deployment with a low error
+        rate never trips) and resets the cool-down escalation level. Open (before ``open_for``): results are
         ignored. Half-open: a success closes it (failures and cool-down level reset), a failure opens it
         again for another ``open_for``.
         """

@@ -296,6 +296,8 @@ class MemoryRoutingState(RoutingState):
         if b is None or not b.open:
             if ok:
                 self._m.levels.pop(dep)
+                if b is not None:
+                    b.failures.clear()  # the breaker counts consecutive failures
                 return self._status(b, now, policy)
             if b is None:
                 b = _Breaker(deque(maxlen=policy.failures))
