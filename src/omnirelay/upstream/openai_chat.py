@@ -459,7 +459,7 @@ class _Choice:
     open_index: int | None = None
     open_kind: BlockKind | None = None
     tools: dict[int, tuple[str, int]] = field(default_factory=dict)  # upstream index -> (call id, block)
-    pending: dict[int, list[str]] = field(default_factory=dict)  # upstream index -> [id, args] before a name
+    pending: dict[int, list[str]] = field(default_factory=dict)  # upstream index -> [id, args, name], held
     saw_calls: bool = False
     finished: bool = False
 
@@ -558,17 +558,20 @@ class _StreamReader:
         st.saw_calls = True
         if k in st.tools:
             if args:
-                # Fragments of an earlier call after a later one started (interleaving vendors) still go
-                # to that call's block; the assembled answer is right, the block is already stopped.
                 out.append(BlockDelta(st.tools[k][1], args, choice=c))
             return
-        pending = st.pending.setdefault(k, [_call_id(call_id), ""])
+        pending = st.pending.setdefault(k, [_call_id(call_id), "", ""])
         pending[1] += args
-        if name:  # BlockStart needs the name: hold fragments until it comes
-            self._open_tool(st, c, k, str(name), out)
+        if name:
+            pending[2] = str(name)
+        # The first call streams live once its name is known. Later calls are held whole until the
+        # choice finishes: some vendors interleave the fragments of parallel calls, and a block must
+        # get all its deltas before it stops (the next block's start stops it).
+        if pending[2] and not st.tools:
+            self._open_tool(st, c, k, out)
 
-    def _open_tool(self, st: _Choice, c: int, k: int, name: str, out: Events) -> None:
-        call_id, args = st.pending.pop(k)
+    def _open_tool(self, st: _Choice, c: int, k: int, out: Events) -> None:
+        call_id, args, name = st.pending.pop(k)
         index = self._start(st, c, "tool_call", out, (call_id, name))
         st.tools[k] = (call_id, index)
         if args:
@@ -576,7 +579,7 @@ class _StreamReader:
 
     def _finish(self, st: _Choice, c: int, reason: FinishReason, out: Events) -> None:
         for k in sorted(st.pending):
-            self._open_tool(st, c, k, "", out)
+            self._open_tool(st, c, k, out)
         self._stop(st, c, out)
         st.finished = True
         out.append(Finish(reason, c))
