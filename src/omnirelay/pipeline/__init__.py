@@ -57,9 +57,12 @@ async def with_attempts(
     return await rt.dispatcher.run(call, route, fn, session)
 
 
-def session_key(headers: Mapping[str, str], body: dict[str, Any]) -> str | None:
+def session_key(headers: Mapping[str, str], body: dict[str, Any], route: Route) -> str | None:
     """What keeps a conversation on one deployment: an explicit session header, else a hash of the
-    conversation's first turns (the same in every later request of that conversation)."""
+    conversation's first turns (the same in every later request of that conversation). None when the
+    route has a single deployment (nothing to stick to)."""
+    if len(route.tiers) == 1 and len(route.tiers[0]) == 1:
+        return None
     explicit = headers.get("x-session-id") or headers.get("x-omnirelay-session")
     if explicit:
         return "s:" + explicit[:200]

@@ -31,7 +31,7 @@ async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Respo
         ANTHROPIC,
         body,
         lambda dep: anthropic_passthrough.messages(call, dep, body, request.headers),
-        session_key(request.headers, body),
+        session_key(request.headers, body, route),
     )
 
 

@@ -60,7 +60,7 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
             ingress,
             tagged,
             lambda dep: gemini_passthrough.generate(call, dep, body, stream, use_sse),
-            session_key(request.headers, body),
+            session_key(request.headers, body, route),
         )
     if method == "countTokens":
         return await _count_tokens(call, route, model, body)

@@ -37,7 +37,7 @@ async def chat_completions(rt: Runtime, request: Request, call: Call) -> Respons
         OPENAI,
         body,
         lambda dep: _chat_passthrough(call, dep, body, stream),
-        session_key(request.headers, body),
+        session_key(request.headers, body, route),
     )
 
 

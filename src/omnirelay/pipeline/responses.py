@@ -112,7 +112,7 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response | Stream
         raise _no_adapter(dep, "Responses requests")  # no upstream speaks this dialect
 
     return await run_chat(
-        rt, call, route, _SavingIngress(save), body, no_passthrough, session_key(request.headers, body)
+        rt, call, route, _SavingIngress(save), body, no_passthrough, session_key(request.headers, body, route)
     )
 
 

@@ -111,6 +111,7 @@ class Router:
         routing = config.routing if config else None
         self._default_strategy = routing.strategy if routing else "priority"
         self._default_triggers = tuple(routing.fallback_on) if routing else tuple(DEFAULT_TRIGGERS)
+        self._resolved: dict[str, Route] = {}  # plain models and provider/model, built on first use
         self._routes = {
             name: self._route(name, spec) for name, spec in (config.routes if config else {}).items()
         }
@@ -138,12 +139,14 @@ class Router:
         return listed + [(name, "omnirelay") for name in self._routes if name not in self._by_model]
 
     def resolve(self, model: str) -> Route:
-        route = self._routes.get(model)
+        route = self._routes.get(model) or self._resolved.get(model)
         if route is not None:
             return route
         deps = self._by_model.get(model) or self._qualified.get(model)
         if deps:
-            return Route(model, _tiers([deps]), self._default_strategy, self._default_triggers)
+            route = Route(model, _tiers([deps]), self._default_strategy, self._default_triggers)
+            self._resolved[model] = route
+            return route
         names = [name for name, _ in self.models()]
         shown = ", ".join(names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
         raise NotFound(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ def _schema_version(conn: sa.Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def _migrate(conn: sa.Connection) -> None:
+def migrate(conn: sa.Connection) -> None:
+    """Bring the schema to the newest migration (Alembic, on this connection)."""
     if _schema_version(conn) == SCHEMA_HEAD:
         return
     from alembic import command
@@ -52,8 +55,14 @@ class SqlStore(Store):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def start(self) -> None:
+        async with self.engine.connect() as conn:
+            current = await conn.run_sync(_schema_version)
+        if current != SCHEMA_HEAD:
+            await _migrate_in_child(self.url)
+
+    async def migrate_here(self) -> None:
         async with self.engine.begin() as conn:
-            await conn.run_sync(_migrate)
+            await conn.run_sync(migrate)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -124,6 +133,22 @@ class SqlStore(Store):
         async with self.engine.connect() as conn:
             result = await conn.execute(sa.select(sa.func.count()).select_from(tables.usage_records))
             return int(result.scalar_one())
+
+
+async def _migrate_in_child(url: str) -> None:
+    """Run the migrations in a short-lived child process: a serving gateway never loads Alembic
+    (about 10 MB it would keep for its whole life). The URL goes through stdin, never argv."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "omnirelay.storage.migrate",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await proc.communicate(url.encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"database migration failed: {err.decode(errors='replace')[-2000:]}")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
