@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import Response
 
@@ -30,6 +30,7 @@ class Call:
         "stream",
         "ts",
         "ttfb",
+        "upstream_headers",
         "upstream_model",
         "usage",
     )
@@ -51,6 +52,7 @@ class Call:
         self.error: str | None = None
         self.attempts = 0
         self.deployment: Deployment | None = None  # the one that served it
+        self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
 
     def served_by(self, dep: Deployment) -> None:
         self.provider = dep.provider.name

@@ -54,3 +54,23 @@ def test_status_command(gateway: Gateway, capsys: pytest.CaptureFixture[str]) ->
     assert main(["status", "--url", gateway.base_url, "--key", MASTER_KEY]) == 0
     out = capsys.readouterr().out
     assert "DEPLOYMENT" in out and "oai/0/gpt-4o-mini" in out and "closed" in out
+
+
+def test_ceilings_announced_on_ordinary_answers_are_learned(gateway: Gateway, fake: FakeState) -> None:
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10)
+    ok = (
+        b'{"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini", "choices": '
+        b'[{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}'
+    )
+    headers = {
+        "content-type": "application/json",
+        "x-ratelimit-limit-requests": "7",
+        "x-ratelimit-remaining-requests": "6",
+        "x-ratelimit-reset-requests": "8.6s",
+    }
+    fake.next_responses.append((200, headers, ok))
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "learn"}])
+    deps = deployments(gateway)
+    # The public names gpt-4o-mini and fast share their deployments' state: same key, same upstream model.
+    learned = [deps[f"oai/{i}/gpt-4o-mini"]["learned_limits"]["rpm"] for i in (0, 1)]
+    assert 7 in learned, [(k, d["model"], d["learned_limits"]) for k, d in deps.items()][:6]

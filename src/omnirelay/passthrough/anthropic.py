@@ -55,6 +55,7 @@ async def messages(
     out = dict(body)
     out["model"] = dep.upstream_model
     resp = await send(dep, "/v1/messages", json.dumps(out), client_headers)
+    call.upstream_headers = resp.headers
     if body.get("stream") is True and "event-stream" in resp.headers.get("content-type", ""):
         return call.stream_response(relay_stream(call, dep, resp))
     raw = await read_whole(call, dep, resp)
@@ -70,6 +71,7 @@ async def count_tokens(
     out = dict(body)
     out["model"] = dep.upstream_model
     resp = await send(dep, "/v1/messages/count_tokens", json.dumps(out), client_headers)
+    call.upstream_headers = resp.headers
     try:
         raw = await resp.read()
     except TransportError as exc:

@@ -51,6 +51,7 @@ def _take_usage(call: Call, data: Any) -> None:
 
 async def relay_json(call: Call, dep: Deployment, action: str, body: dict[str, Any]) -> Response:
     resp = await send(dep, action, json.dumps(body))
+    call.upstream_headers = resp.headers
     raw = await read_whole(call, dep, resp)
     _take_usage(call, parse_answer(dep, raw))
     return call.json_response(raw, resp.status, resp.headers.get("content-type", "application/json"))
@@ -62,6 +63,7 @@ async def generate(
     if not stream:
         return await relay_json(call, dep, "generateContent", body)
     resp = await send(dep, "streamGenerateContent", json.dumps(body), "?alt=sse" if use_sse else "")
+    call.upstream_headers = resp.headers
     content_type = resp.headers.get("content-type", "text/event-stream").encode("latin-1")
     relay = _relay_sse(call, dep, resp) if use_sse else _relay_array(call, dep, resp)
     return call.stream_response(relay, content_type)

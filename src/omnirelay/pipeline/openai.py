@@ -55,6 +55,7 @@ async def _chat_passthrough(
             out["stream_options"] = options
             strip_usage = True
     resp = await send_json(dep, "/chat/completions", json.dumps(out))
+    call.upstream_headers = resp.headers
     if stream and "event-stream" in resp.headers.get("content-type", ""):
         return call.stream_response(relay_stream(call, dep, resp, strip_usage))
     raw, content_type = await relay_body(call, dep, resp, parse=True)
@@ -86,6 +87,7 @@ async def _relay_json(call: Call, dep: Deployment, body: dict[str, Any], path: s
     out = dict(body)
     out["model"] = dep.upstream_model
     resp = await send_json(dep, path, json.dumps(out))
+    call.upstream_headers = resp.headers
     content_type = resp.headers.get("content-type", "application/json")
     raw, content_type = await relay_body(call, dep, resp, parse="json" in content_type)
     return call.json_response(raw, resp.status, content_type)
@@ -114,6 +116,7 @@ def openai_json_endpoint(
                 options["include_usage"] = True
                 out["stream_options"] = options
             resp = await send_json(dep, path, json.dumps(out))
+            call.upstream_headers = resp.headers
             return call.stream_response(relay_stream(call, dep, resp, strip))
 
         return await with_attempts(rt, call, rt.router.resolve(call.model), attempt)
@@ -155,6 +158,7 @@ async def transcriptions(rt: Runtime, request: Request, call: Call) -> Response:
         edited = [(k, dep.upstream_model if k == "model" else v) for k, v in fields]
         body, ctype = multipart.encode(edited)
         resp = await send_json(dep, "/audio/transcriptions", body, ctype)
+        call.upstream_headers = resp.headers
         rtype = resp.headers.get("content-type", "application/json")
         raw, rtype = await relay_body(call, dep, resp, parse="json" in rtype)
         return call.json_response(raw, resp.status, rtype)

@@ -29,7 +29,7 @@ from typing import TypeVar
 from omnirelay.call import Call
 from omnirelay.config import RoutingConfig
 from omnirelay.errors import GatewayError, UpstreamError
-from omnirelay.routing.failures import Verdict, classify
+from omnirelay.routing.failures import Verdict, classify, learned_limits_from_headers
 from omnirelay.routing.router import Deployment, Route
 from omnirelay.state.base import BreakerPolicy, Limits, RoutingState
 
@@ -46,6 +46,14 @@ TRIGGERS = {
     "content_policy": ("content_policy",),
 }
 LEARNED_TTL = 6 * 3600.0
+# Headers whose presence means an answer announces rate limits (checked before parsing any).
+LIMIT_MARKERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-limit",
+    "x-ratelimit-limit-requests-day",
+    "anthropic-ratelimit-requests-limit",
+)
 
 
 @dataclass(slots=True)
@@ -137,9 +145,7 @@ class Dispatcher:
         cfg = self.config
         targets = siblings if verdict.scope == "provider" else [dep]
         if verdict.learned:
-            known = {k: v for k, v in verdict.learned.items() if k in ("rpm", "rpd", "tpm", "tpd")}
-            if known:
-                await self.state.learn_limits(dep.id, Limits(**known), LEARNED_TTL)
+            await self._learn(dep, verdict.learned)
         if verdict.kind in ("rate_limit", "quota_exhausted"):
             # The vendor's own retry-after is honoured as given; without one the ladder escalates.
             ladder = cfg.rate_limit_ladder if verdict.kind == "rate_limit" else cfg.quota_ladder
@@ -282,3 +288,12 @@ class Dispatcher:
         await self.state.record_result(dep.id, ok, now, self.policy)
         if call.usage is not None and call.usage.total_tokens:
             await self.state.add_tokens(dep.id, call.usage.total_tokens, now)
+        headers = call.upstream_headers
+        if headers is not None and any(h in headers for h in LIMIT_MARKERS):
+            # The vendor announces the key's real ceilings on ordinary answers too: learn them.
+            await self._learn(dep, learned_limits_from_headers(headers, now))
+
+    async def _learn(self, dep: Deployment, learned: dict[str, int]) -> None:
+        known = {k: v for k, v in learned.items() if k in ("rpm", "rpd", "tpm", "tpd")}
+        if known:
+            await self.state.learn_limits(dep.id, Limits(**known), LEARNED_TTL)
