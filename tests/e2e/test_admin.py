@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
@@ -74,3 +76,57 @@ def test_ceilings_announced_on_ordinary_answers_are_learned(gateway: Gateway, fa
     # The public names gpt-4o-mini and fast share their deployments' state: same key, same upstream model.
     learned = [deps[f"oai/{i}/gpt-4o-mini"]["learned_limits"]["rpm"] for i in (0, 1)]
     assert 7 in learned, [(k, d["model"], d["learned_limits"]) for k, d in deps.items()][:6]
+
+
+def test_background_probes_bring_back_a_pool_whose_keys_were_all_taken_out(
+    fake: FakeState, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from omnirelay.app import create_app
+    from omnirelay.config import Config
+    from tests.fakes import ServerThread
+
+    config = Config.model_validate(
+        {
+            "master_key": MASTER_KEY,
+            "routing": {"health": {"interval_seconds": 0.2, "jitter": 0.1}},
+            "providers": [
+                {
+                    "name": "probed",
+                    "type": "openai-compatible",
+                    "base_url": fake.base_url + "/v1",  # type: ignore[attr-defined]
+                    "api_keys": ["sk-probe-1", "sk-probe-2"],
+                    "models": ["gpt-4o-mini"],
+                    "health_check": True,
+                }
+            ],
+        }
+    )
+    app = create_app(config, tmp_path_factory.mktemp("probe-data"))
+    with ServerThread(app, lifespan="on") as server:
+        client = openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10
+        )
+        # Both keys refused once: each leaves rotation, and the pool is empty.
+        refused = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+        fake.next_responses.extend([(401, {"content-type": "application/json"}, refused)] * 2)
+        with pytest.raises(openai.AuthenticationError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        probe_gateway = Gateway(server, tmp_path_factory.mktemp("unused"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            deps = deployments(probe_gateway)
+            if all(
+                d["invalid"] is None and (d["health"] or {}).get("status") == "healthy" for d in deps.values()
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the probes did not bring the pool back: {deployments(probe_gateway)}")
+        assert (
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "back"}]
+            )
+            .choices[0]
+            .message.content
+            == "echo: back"
+        )
