@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from omnirelay.admin import deployments as admin_deployments
+from omnirelay.admin import keys as admin_keys
 from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound, PermissionDenied
@@ -72,8 +73,11 @@ def endpoint(
         client = request.client
         call = Call(new_request_id(), name, client.host if client else None)
         try:
-            principal = rt.auth.authenticate(request.headers, request.query_params.get("key"))
+            principal = await rt.auth.authenticate(
+                request.headers, request.query_params.get("key"), call.client_ip
+            )
             call.key_id = principal.key_id
+            call.principal = principal
             if admin and not principal.is_master:
                 raise PermissionDenied("This endpoint needs the master key.")
             response = await handler(rt, request, call)
@@ -170,6 +174,11 @@ ADMIN_ROUTES = [
     ("POST", "/admin/deployments/{dep_id:path}/enable", "admin.deployments", admin_deployments.enable),
     ("POST", "/admin/deployments/{dep_id:path}/test", "admin.deployments", admin_deployments.test_deployment),
     ("POST", "/admin/providers/{name}/test", "admin.providers", admin_deployments.test_provider),
+    ("POST", "/admin/api/keys", "admin.keys", admin_keys.create),
+    ("GET", "/admin/api/keys", "admin.keys", admin_keys.list_keys),
+    ("GET", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.get),
+    ("PATCH", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.update),
+    ("DELETE", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.revoke),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [

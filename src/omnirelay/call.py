@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 
 from omnirelay.canonical.usage import Usage
+from omnirelay.policy.auth import Principal
 from omnirelay.routing.router import Deployment
 from omnirelay.transport.responses import SSE_HEADERS, StreamResponse, raw_headers
 
@@ -23,6 +24,7 @@ class Call:
         "error",
         "key_id",
         "model",
+        "principal",
         "provider",
         "request_id",
         "started",
@@ -52,6 +54,7 @@ class Call:
         self.error: str | None = None
         self.attempts = 0
         self.deployment: Deployment | None = None  # the one that served it
+        self.principal: Principal | None = None  # who is calling
         self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
 
     def served_by(self, dep: Deployment) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
 from omnirelay.config import Config
+from omnirelay.errors import PermissionDenied
 from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
 from omnirelay.providers.catalog import Provider, build_providers
 from omnirelay.routing.dispatch import Dispatcher
 from omnirelay.routing.health import HealthChecker
-from omnirelay.routing.router import Router
+from omnirelay.routing.router import Route, Router
 from omnirelay.state.memory import MemoryRoutingState
 from omnirelay.storage.base import Store
 from omnirelay.storage.records import UsageRecord
@@ -69,9 +70,25 @@ class Runtime:
             )
         )
 
+    def resolve(self, call: Call, model: str) -> Route:
+        """The route for a model the caller may use (a key's `allowed_models`)."""
+        if call.principal is not None and not call.principal.may_use(model):
+            raise PermissionDenied(
+                f"This API key may not use the model {model!r}.", param="model", code="model_not_allowed"
+            )
+        return self.router.resolve(model)
+
+    def models(self, call: Call) -> list[tuple[str, str]]:
+        """(model id, owner) of the models the caller may use."""
+        principal = call.principal
+        return [(m, owner) for m, owner in self.router.models() if principal is None or principal.may_use(m)]
+
     async def settle(self, call: Call) -> None:
         """Everything that follows a finished request: routing accounting, then its usage record."""
         try:
+            key = call.principal.key if call.principal is not None else None
+            if key is not None and key.tpm and call.usage is not None and call.usage.total_tokens:
+                await self.dispatcher.state.add_tokens("key:" + key.id, call.usage.total_tokens, time.time())
             await self.dispatcher.settle(call)
         except Exception:
             log.exception("routing accounting failed for request %s", call.request_id)
@@ -127,7 +144,7 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         router=router,
         dispatcher=dispatcher,
         health=health,
-        auth=Authenticator(master_hash),
+        auth=Authenticator(master_hash, store, dispatcher),
         started=int(time.time()),
         new_master_key=new_key,
         responses=responses,

@@ -23,7 +23,7 @@ async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Respo
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = _model_of(body, None)
     call.stream = body.get("stream") is True
-    route = rt.router.resolve(call.model)
+    route = rt.resolve(call, call.model)
     return await run_chat(
         rt,
         call,
@@ -39,7 +39,7 @@ async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> R
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
     call.model = _model_of(body, None)
-    dep = rt.router.resolve(call.model).deployments[0]
+    dep = rt.resolve(call, call.model).deployments[0]
     if dep.provider.dialect == "anthropic":
         call.served_by(dep)
         return await anthropic_passthrough.count_tokens(call, dep, body, request.headers)
@@ -52,7 +52,7 @@ async def anthropic_models(rt: Runtime, request: Request, call: Call) -> Respons
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rt.started))
     data = [
         {"type": "model", "id": name, "display_name": name, "created_at": created}
-        for name, _owner in rt.router.models()
+        for name, _owner in rt.models(call)
     ]
     return call.json_response(
         json.dumps(

@@ -46,7 +46,7 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
     call.model = model
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
-    route = rt.router.resolve(model)
+    route = rt.resolve(call, model)
     if method in CHAT_METHODS:
         stream = method == "streamGenerateContent"
         use_sse = request.query_params.get("alt") == "sse"
@@ -103,10 +103,10 @@ async def _embed(
 
 
 async def list_models(rt: Runtime, request: Request, call: Call) -> Response:
-    return call.json_response(encode_models(name for name, _owner in rt.router.models()))
+    return call.json_response(encode_models(name for name, _owner in rt.models(call)))
 
 
 async def get_model(rt: Runtime, request: Request, call: Call) -> Response:
     name = request.path_params["target"].removeprefix("models/")
-    rt.router.resolve(name)
+    rt.resolve(call, name)
     return call.json_response(encode_model(name))

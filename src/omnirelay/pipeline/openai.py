@@ -29,7 +29,7 @@ async def chat_completions(rt: Runtime, request: Request, call: Call) -> Respons
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = openai_chat.check_request(body)
     call.stream = stream = body.get("stream") is True
-    route = rt.router.resolve(call.model)
+    route = rt.resolve(call, call.model)
     return await run_chat(
         rt,
         call,
@@ -80,7 +80,7 @@ async def embeddings(rt: Runtime, request: Request, call: Call) -> Response:
             json.dumps(openai_chat.encode_embeddings(resp, body.get("encoding_format")))
         )
 
-    return await with_attempts(rt, call, rt.router.resolve(call.model), attempt)
+    return await with_attempts(rt, call, rt.resolve(call, call.model), attempt)
 
 
 async def _relay_json(call: Call, dep: Deployment, body: dict[str, Any], path: str) -> Response:
@@ -119,7 +119,7 @@ def openai_json_endpoint(
             call.upstream_headers = resp.headers
             return call.stream_response(relay_stream(call, dep, resp, strip))
 
-        return await with_attempts(rt, call, rt.router.resolve(call.model), attempt)
+        return await with_attempts(rt, call, rt.resolve(call, call.model), attempt)
 
     return handler
 
@@ -163,7 +163,7 @@ async def transcriptions(rt: Runtime, request: Request, call: Call) -> Response:
         raw, rtype = await relay_body(call, dep, resp, parse="json" in rtype)
         return call.json_response(raw, resp.status, rtype)
 
-    return await with_attempts(rt, call, rt.router.resolve(model), attempt)
+    return await with_attempts(rt, call, rt.resolve(call, model), attempt)
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ async def list_models(rt: Runtime, request: Request, call: Call) -> Response:
         return await anthropic_models(rt, request, call)
     if looks_like_gemini(request):  # so does google-genai with API version v1
         return await gemini_models(rt, request, call)
-    data = [_model_json(rt, name, owner) for name, owner in rt.router.models()]
+    data = [_model_json(rt, name, owner) for name, owner in rt.models(call)]
     return call.json_response(json.dumps({"object": "list", "data": data}))
 
 
@@ -187,5 +187,5 @@ async def get_model(rt: Runtime, request: Request, call: Call) -> Response:
         request.path_params["target"] = request.path_params["model"]
         return await gemini_model(rt, request, call)
     model = request.path_params["model"]
-    dep = rt.router.resolve(model).deployments[0]
+    dep = rt.resolve(call, model).deployments[0]
     return call.json_response(json.dumps(_model_json(rt, model, dep.provider.name)))

@@ -1,14 +1,26 @@
-"""Who is calling. Keys are compared by their SHA-256 digest; the plain key is never stored."""
+"""Who is calling, and whether they may: the master key, or a gateway key (status, expiry, client IP,
+rate limits). Keys are compared by their SHA-256 digest; the plain key is never stored.
+
+Gateway keys are looked up in the store through a short-lived cache (`KEY_CACHE_SECONDS`), so the
+request path does not read the database per request; changes made through this process's admin API
+take effect at once, changes made elsewhere within the cache time."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import math
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from omnirelay.errors import AuthenticationFailed
+from omnirelay.errors import AuthenticationFailed, GatewayError, PermissionDenied
+from omnirelay.state.base import Limits, RoutingState
+from omnirelay.storage.base import Store
+from omnirelay.storage.records import KeyRecord
 
 MASTER_KEY_PREFIX = "sk-or-master-"
 
@@ -25,10 +37,22 @@ def mask(key: str) -> str:
     return key[:10] + "…" + key[-4:] if len(key) > 16 else "***"
 
 
+KEY_CACHE_SECONDS = 5.0
+
+
+class HasState(Protocol):
+    state: RoutingState
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     key_id: str
     is_master: bool
+    key: KeyRecord | None = None
+
+    def may_use(self, model: str) -> bool:
+        allowed = self.key.allowed_models if self.key is not None else None
+        return allowed is None or model in allowed
 
 
 def bearer_token(headers: Mapping[str, str], query_key: str | None = None) -> str | None:
@@ -43,17 +67,79 @@ def bearer_token(headers: Mapping[str, str], query_key: str | None = None) -> st
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or query_key or None
 
 
-class Authenticator:
-    def __init__(self, master_key_hash: str) -> None:
-        self._master = master_key_hash.encode()
+def _ip_allowed(client_ip: str | None, allowed: list[str]) -> bool:
+    if client_ip is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
-    def authenticate(self, headers: Mapping[str, str], query_key: str | None = None) -> Principal:
+
+class Authenticator:
+    def __init__(
+        self, master_key_hash: str, store: Store | None = None, limits: HasState | None = None
+    ) -> None:
+        self._master = master_key_hash.encode()
+        self._store = store
+        self._limits = limits  # whose `state` counts the keys' rpm/rpd/tpm (the routing state)
+        self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+
+    def remember(self, key: KeyRecord) -> None:
+        """Make a created or changed key effective at once (this process)."""
+        self._cache[key.key_hash] = (key, time.monotonic())
+
+    async def _lookup(self, key_hash: str) -> KeyRecord | None:
+        hit = self._cache.get(key_hash)
+        if hit is not None and time.monotonic() - hit[1] < KEY_CACHE_SECONDS:
+            return hit[0]
+        key = await self._store.find_key(key_hash) if self._store is not None else None
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key_hash] = (key, time.monotonic())
+        return key
+
+    async def authenticate(
+        self, headers: Mapping[str, str], query_key: str | None = None, client_ip: str | None = None
+    ) -> Principal:
         token = bearer_token(headers, query_key)
         if token is None:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
                 code="missing_api_key",
             )
-        if hmac.compare_digest(hash_key(token).encode(), self._master):
+        digest = hash_key(token)
+        if hmac.compare_digest(digest.encode(), self._master):
             return Principal(key_id="master", is_master=True)
-        raise AuthenticationFailed("Incorrect API key provided.")
+        key = await self._lookup(digest)
+        if key is None:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        if key.status != "active":
+            raise AuthenticationFailed("This API key is disabled.", code="key_disabled")
+        now = time.time()
+        if key.expires_at is not None and key.expires_at <= now:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at))
+            raise AuthenticationFailed(f"This API key expired at {when}.", code="key_expired")
+        if key.allowed_ips is not None and not _ip_allowed(client_ip, key.allowed_ips):
+            raise PermissionDenied(f"This API key may not be used from {client_ip}.", code="ip_not_allowed")
+        if self._limits is not None and (key.rpm or key.rpd or key.tpm):
+            admission = await self._limits.state.try_acquire(
+                "key:" + key.id, Limits(rpm=key.rpm, rpd=key.rpd, tpm=key.tpm), now
+            )
+            if not admission.ok:
+                wait = max(1, math.ceil(admission.retry_after))
+                raise GatewayError(
+                    f"This API key is over its {admission.limit} limit; retry in {wait}s.",
+                    status=429,
+                    type="rate_limit_error",
+                    code="rate_limit_exceeded",
+                    headers={"retry-after": str(wait)},
+                )
+        return Principal(key_id=key.id, is_master=False, key=key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from omnirelay.storage.records import StoredResponse, UsageRecord
+from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
 
 
 class Store(ABC):
@@ -43,3 +43,22 @@ class Store(ABC):
 
     @abstractmethod
     async def get_response(self, response_id: str) -> StoredResponse | None: ...
+
+    @abstractmethod
+    async def add_key(self, key: KeyRecord) -> None: ...
+
+    @abstractmethod
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        """The key whose secret hashes to `key_hash` (authentication)."""
+
+    @abstractmethod
+    async def list_keys(
+        self, user_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    async def update_key(self, key: KeyRecord) -> None:
+        """Write every field of an existing key (by id)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -38,3 +39,24 @@ class StoredResponse:
     model: str
     request: str  # JSON: the input items of this turn (history included)
     response: str  # JSON: the Response object as returned
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """A gateway API key. Only its SHA-256 hash is stored; `prefix` is for display."""
+
+    id: str
+    key_hash: str
+    prefix: str
+    created_at: float
+    name: str | None = None
+    user_id: str | None = None
+    status: str = "active"  # active | disabled
+    expires_at: float | None = None
+    quota: int | None = None  # credits in micro-units; None = unlimited
+    allowed_models: list[str] | None = None
+    allowed_ips: list[str] | None = None  # IPs or CIDRs
+    rpm: int | None = None
+    rpd: int | None = None
+    tpm: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)

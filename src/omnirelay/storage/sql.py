@@ -15,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from omnirelay.storage import tables
 from omnirelay.storage.base import Store
-from omnirelay.storage.records import StoredResponse, UsageRecord
+from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
 
 _USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
 _RESPONSE_FIELDS = [f.name for f in dataclasses.fields(StoredResponse)]
+_KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
 # The newest migration. A database already there skips loading Alembic at all (it costs ~10 MB of
 # memory and a noticeable start-up time); tests check this matches the migrations directory.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 
 def sqlite_url(data_dir: str | Path) -> str:
@@ -121,6 +122,40 @@ class SqlStore(Store):
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(*cols).where(tables.responses.c.id == response_id))).first()
         return StoredResponse(**row._asdict()) if row else None
+
+    async def add_key(self, key: KeyRecord) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(sa.insert(tables.api_keys).values(**dataclasses.asdict(key)))
+
+    async def _one_key(self, clause: Any) -> KeyRecord | None:
+        cols = [tables.api_keys.c[f] for f in _KEY_FIELDS]
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(*cols).where(clause))).first()
+        return KeyRecord(**row._asdict()) if row else None
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        return await self._one_key(tables.api_keys.c.id == key_id)
+
+    async def find_key(self, key_hash: str) -> KeyRecord | None:
+        return await self._one_key(tables.api_keys.c.key_hash == key_hash)
+
+    async def list_keys(
+        self, user_id: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[KeyRecord]:
+        cols = [tables.api_keys.c[f] for f in _KEY_FIELDS]
+        query = sa.select(*cols).order_by(tables.api_keys.c.created_at, tables.api_keys.c.id)
+        if user_id is not None:
+            query = query.where(tables.api_keys.c.user_id == user_id)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query.limit(limit).offset(offset))
+            return [KeyRecord(**row._asdict()) for row in rows]
+
+    async def update_key(self, key: KeyRecord) -> None:
+        values = dataclasses.asdict(key)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(tables.api_keys).where(tables.api_keys.c.id == key.id).values(**values)
+            )
 
     async def list_usage(self, limit: int = 100) -> list[UsageRecord]:
         cols = [tables.usage_records.c[f] for f in _USAGE_FIELDS]

@@ -48,3 +48,23 @@ responses = sa.Table(
     sa.Column("request", sa.Text, nullable=False),
     sa.Column("response", sa.Text, nullable=False),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True, index=True),
+    sa.Column("prefix", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("name", sa.String(256)),
+    sa.Column("user_id", sa.String(64), index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("quota", sa.BigInteger),
+    sa.Column("allowed_models", sa.JSON),
+    sa.Column("allowed_ips", sa.JSON),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("rpd", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("metadata", sa.JSON, nullable=False),
+)

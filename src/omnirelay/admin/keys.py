@@ -1,0 +1,160 @@
+"""`/admin/api/keys`: create (the secret is shown once), list, read, update, revoke gateway keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+
+from omnirelay.call import Call
+from omnirelay.errors import BadRequest, NotFound
+from omnirelay.pipeline import read_body
+from omnirelay.runtime import Runtime
+from omnirelay.security.keys import generate_key, key_hash, key_prefix
+from omnirelay.storage.records import KeyRecord
+from omnirelay.transport import json
+
+MAX_BODY = 64 * 1024
+
+
+class KeyFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=256)
+    user_id: str | None = Field(None, max_length=64)
+    quota: int | None = Field(None, ge=0)  # credits in micro-units; null = unlimited
+    expires_at: datetime | None = None  # RFC 3339
+    allowed_models: list[str] | None = None
+    allowed_ips: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)
+    rpd: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or []:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
+        return value
+
+
+class KeyUpdate(KeyFields):
+    status: Literal["active", "disabled"] | None = None
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def key_json(key: KeyRecord) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "prefix": key.prefix,
+        "name": key.name,
+        "user_id": key.user_id,
+        "status": key.status,
+        "created_at": _rfc3339(key.created_at),
+        "expires_at": _rfc3339(key.expires_at),
+        "quota": key.quota,
+        "allowed_models": key.allowed_models,
+        "allowed_ips": key.allowed_ips,
+        "rpm": key.rpm,
+        "rpd": key.rpd,
+        "tpm": key.tpm,
+        "metadata": key.metadata,
+    }
+
+
+def _parse(model: type[KeyFields], raw: bytes) -> KeyFields:
+    try:
+        return model.model_validate(json.parse_object(raw) if raw.strip() else {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        raise BadRequest(f"{param}: {first['msg']}", param=param, code="invalid_value") from None
+
+
+async def create(rt: Runtime, request: Request, call: Call) -> Response:
+    fields = _parse(KeyFields, await read_body(request, MAX_BODY))
+    secret = generate_key()
+    record = KeyRecord(
+        id="key_" + secrets.token_hex(12),
+        key_hash=key_hash(secret),
+        prefix=key_prefix(secret),
+        created_at=time.time(),
+        name=fields.name,
+        user_id=fields.user_id,
+        quota=fields.quota,
+        expires_at=fields.expires_at.timestamp() if fields.expires_at else None,
+        allowed_models=fields.allowed_models,
+        allowed_ips=fields.allowed_ips,
+        rpm=fields.rpm,
+        rpd=fields.rpd,
+        tpm=fields.tpm,
+        metadata=fields.metadata,
+    )
+    await rt.store.add_key(record)
+    rt.auth.remember(record)
+    return call.json_response(json.dumps({**key_json(record), "key": secret}), status=201)
+
+
+async def list_keys(rt: Runtime, request: Request, call: Call) -> Response:
+    params = request.query_params
+    try:
+        limit = min(max(int(params.get("limit", "100")), 1), 1000)
+        offset = max(int(params.get("offset", "0")), 0)
+    except ValueError:
+        raise BadRequest("limit and offset must be integers.", param="limit") from None
+    keys = await rt.store.list_keys(params.get("user_id"), limit, offset)
+    return call.json_response(
+        json.dumps({"object": "list", "data": [key_json(k) for k in keys], "limit": limit, "offset": offset})
+    )
+
+
+async def _existing(rt: Runtime, request: Request) -> KeyRecord:
+    key = await rt.store.get_key(request.path_params["key_id"])
+    if key is None:
+        raise NotFound(f"No API key {request.path_params['key_id']!r}.", code="key_not_found")
+    return key
+
+
+async def get(rt: Runtime, request: Request, call: Call) -> Response:
+    return call.json_response(json.dumps(key_json(await _existing(rt, request))))
+
+
+async def update(rt: Runtime, request: Request, call: Call) -> Response:
+    key = await _existing(rt, request)
+    changes = _parse(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
+    if "expires_at" in changes:
+        changes["expires_at"] = changes["expires_at"].timestamp() if changes["expires_at"] else None
+    for name, value in changes.items():
+        setattr(key, name, value)
+    await rt.store.update_key(key)
+    rt.auth.remember(key)
+    return call.json_response(json.dumps(key_json(key)))
+
+
+async def revoke(rt: Runtime, request: Request, call: Call) -> Response:
+    key = await _existing(rt, request)
+    key.status = "disabled"
+    await rt.store.update_key(key)
+    rt.auth.remember(key)
+    return call.json_response(json.dumps(key_json(key)))
