@@ -182,6 +182,29 @@ class RoutingConfig(_Strict):
     health: HealthConfig = Field(default_factory=HealthConfig)
 
 
+Credits = str | int  # a decimal amount of credits, e.g. "0.15" (floats are refused: money is exact)
+
+
+class PriceConfig(_Strict):
+    """A model's price in credits; token rates are per 1M tokens."""
+
+    input: Credits
+    output: Credits
+    cached_input: Credits | None = None
+    cache_write: Credits | None = None
+    reasoning: Credits | None = None
+    per_image: Credits = 0
+    per_audio_second: Credits = 0
+    per_character: Credits = 0
+    per_request: Credits = 0
+
+
+class BillingConfig(_Strict):
+    # A model with no price (neither shipped nor configured): "free" serves it, charges nothing and
+    # flags the usage record; "refuse" answers 403 before calling the upstream.
+    unpriced_models: Literal["free", "refuse"] = "free"
+
+
 class UsageConfig(_Strict):
     flush_interval_seconds: float = Field(0.5, gt=0)
     max_batch: int = Field(1000, ge=1)
@@ -197,6 +220,8 @@ class Config(_Strict):
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     providers: list[ProviderConfig] = Field(default_factory=list)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model or provider/model → price
+    billing: BillingConfig = Field(default_factory=BillingConfig)
 
     @field_validator("routes", mode="before")
     @classmethod

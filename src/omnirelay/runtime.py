@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from omnirelay.accounting.prices import Price, PriceCatalog, UnpricedModel, charge
 from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
 from omnirelay.config import Config
@@ -36,6 +37,7 @@ class Runtime:
     providers: list[Provider]
     router: Router
     dispatcher: Dispatcher
+    prices: PriceCatalog
     health: HealthChecker
     auth: Authenticator
     started: int
@@ -46,6 +48,7 @@ class Runtime:
         """Leave the usage record of a finished request (buffered; written in the background)."""
         usage = call.usage
         now = time.perf_counter()
+        cost, unpriced = self._cost(call)
         self.recorder.record(
             UsageRecord(
                 ts=call.ts,
@@ -66,6 +69,8 @@ class Runtime:
                 reasoning_tokens=usage.reasoning_tokens if usage else 0,
                 usage_estimated=usage.estimated if usage else False,
                 client_ip=call.client_ip,
+                cost=cost,
+                unpriced=unpriced,
                 error=call.error[:500] if call.error else None,
             )
         )
@@ -76,7 +81,12 @@ class Runtime:
             raise PermissionDenied(
                 f"This API key may not use the model {model!r}.", param="model", code="model_not_allowed"
             )
-        return self.router.resolve(model)
+        route = self.router.resolve(model)
+        if self.config.billing.unpriced_models == "refuse" and not any(
+            self.prices.lookup(d.upstream_model, d.provider.name) for d in route.deployments
+        ):
+            raise UnpricedModel(model)
+        return route
 
     def models(self, call: Call) -> list[tuple[str, str]]:
         """(model id, owner) of the models the caller may use."""
@@ -93,6 +103,17 @@ class Runtime:
         except Exception:
             log.exception("routing accounting failed for request %s", call.request_id)
         self.finish(call)
+
+    def _cost(self, call: Call) -> tuple[int, bool]:
+        """What the request costs at the price of the model that served it (exact micro-units)."""
+        if call.usage is None or call.provider is None or call.upstream_model is None:
+            return 0, False
+        price = self.prices.lookup(call.upstream_model, call.provider)
+        if price is None:
+            price = self.prices.lookup(call.model)
+        if price is None:
+            return 0, True
+        return charge(price, call.usage), False
 
     async def close(self) -> None:
         await self.health.close()
@@ -142,6 +163,9 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         recorder=recorder,
         providers=providers,
         router=router,
+        prices=PriceCatalog(
+            overrides={name: Price.from_credits(**p.model_dump()) for name, p in config.prices.items()}
+        ),
         dispatcher=dispatcher,
         health=health,
         auth=Authenticator(master_hash, store, dispatcher),

@@ -27,6 +27,8 @@ class UsageRecord:
     usage_estimated: bool = False
     client_ip: str | None = None
     error: str | None = None
+    cost: int = 0  # micro-units of credit
+    unpriced: bool = False  # served without a known price (charged nothing)
 
 
 @dataclass(slots=True)

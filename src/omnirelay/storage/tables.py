@@ -36,6 +36,8 @@ usage_records = sa.Table(
     sa.Column("usage_estimated", sa.Boolean, nullable=False, default=False),
     sa.Column("client_ip", sa.String(64)),
     sa.Column("error", sa.Text),
+    sa.Column("cost", sa.BigInteger, nullable=False, default=0),
+    sa.Column("unpriced", sa.Boolean, nullable=False, default=False),
 )
 
 responses = sa.Table(

@@ -1,0 +1,74 @@
+"""Prices: every usage record carries the exact cost of the request, in integer micro-units."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from omnirelay.app import create_app
+from omnirelay.config import Config
+from tests.conftest import MASTER_KEY, Gateway
+from tests.fakes import ServerThread
+
+
+def start(tmp_path_factory: pytest.TempPathFactory, **extra: Any) -> Iterator[Gateway]:
+    config = Config.model_validate(
+        {
+            "master_key": MASTER_KEY,
+            "usage": {"flush_interval_seconds": 0.05},
+            "providers": [{"name": "m", "type": "mock", "models": ["priced", "mystery"]}],
+            "prices": {"priced": {"input": "1", "output": "2.5", "per_request": "0.000003"}},
+            **extra,
+        }
+    )
+    data = tmp_path_factory.mktemp("billing")
+    with ServerThread(create_app(config, data), lifespan="on") as server:
+        yield Gateway(server, data)
+
+
+@pytest.fixture(scope="module")
+def free_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    yield from start(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    yield from start(tmp_path_factory, billing={"unpriced_models": "refuse"})
+
+
+def ask(gateway: Gateway, model: str, stream: bool = False) -> str:
+    api = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=MASTER_KEY, max_retries=0, timeout=10)
+    messages = [{"role": "user", "content": "one two three four"}]
+    if stream:
+        with api.chat.completions.with_streaming_response.create(
+            model=model, messages=messages, stream=True
+        ) as r:
+            list(r.iter_lines())
+            return str(r.headers["x-request-id"])
+    raw = api.chat.completions.with_raw_response.create(model=model, messages=messages)  # type: ignore[arg-type]
+    return str(raw.headers["x-request-id"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_cost_is_price_times_usage_exactly(free_gateway: Gateway, stream: bool) -> None:
+    record = free_gateway.usage(ask(free_gateway, "priced", stream))[0]
+    # The mock counts words: 4 in, 5 out ("echo: one two three four"). At 1 and 2.5 credits per 1M
+    # tokens (1 and 2.5 micro-units a token) plus 3 micro-units a request: 4 + 12.5 + 3 = 19.5 → 20.
+    assert (record["input_tokens"], record["output_tokens"]) == (4, 5)
+    assert record["cost"] == 20
+    assert record["unpriced"] == 0
+
+
+def test_unpriced_model_is_served_free_and_flagged(free_gateway: Gateway) -> None:
+    record = free_gateway.usage(ask(free_gateway, "mystery"))[0]
+    assert record["status"] == 200 and record["cost"] == 0 and record["unpriced"] == 1
+
+
+def test_unpriced_model_is_refused_under_refuse(strict_gateway: Gateway) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        ask(strict_gateway, "mystery")
+    assert info.value.code == "model_not_priced" and "mystery" in info.value.message
+    assert strict_gateway.usage(ask(strict_gateway, "priced"))[0]["cost"] > 0
