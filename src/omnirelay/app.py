@@ -78,6 +78,8 @@ def endpoint(
             )
             call.key_id = principal.key_id
             call.principal = principal
+            length = request.headers.get("content-length")
+            call.request_bytes = int(length) if length and length.isdigit() else 0
             if admin and not principal.is_master:
                 raise PermissionDenied("This endpoint needs the master key.")
             response = await handler(rt, request, call)

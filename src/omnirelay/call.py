@@ -19,6 +19,7 @@ class Call:
     __slots__ = (
         "attempts",
         "client_ip",
+        "cost",
         "deployment",
         "endpoint",
         "error",
@@ -26,12 +27,15 @@ class Call:
         "model",
         "principal",
         "provider",
+        "request_bytes",
         "request_id",
+        "reserved",
         "started",
         "status",
         "stream",
         "ts",
         "ttfb",
+        "unpriced",
         "upstream_headers",
         "upstream_model",
         "usage",
@@ -55,6 +59,10 @@ class Call:
         self.attempts = 0
         self.deployment: Deployment | None = None  # the one that served it
         self.principal: Principal | None = None  # who is calling
+        self.request_bytes = 0  # size of the request body (bounds its input tokens)
+        self.reserved = 0  # micro-units held against the key's quota while in flight
+        self.cost = 0  # micro-units charged, once settled
+        self.unpriced = False
         self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
 
     def served_by(self, dep: Deployment) -> None:

@@ -203,6 +203,8 @@ class BillingConfig(_Strict):
     # A model with no price (neither shipped nor configured): "free" serves it, charges nothing and
     # flags the usage record; "refuse" answers 403 before calling the upstream.
     unpriced_models: Literal["free", "refuse"] = "free"
+    # The output bound of a quota reservation when the request declares no max_tokens.
+    default_max_output_tokens: int = Field(4096, ge=1)
 
 
 class UsageConfig(_Strict):

@@ -7,8 +7,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from omnirelay.accounting.prices import Price, PriceCatalog, UnpricedModel, charge
+from omnirelay.accounting.prices import Price, PriceCatalog, UnpricedModel, charge, estimate
+from omnirelay.accounting.quota import QuotaBook, spending_batches
 from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
 from omnirelay.config import Config
@@ -38,6 +40,8 @@ class Runtime:
     router: Router
     dispatcher: Dispatcher
     prices: PriceCatalog
+    quota: QuotaBook
+    spending: BatchWriter[tuple[str, int]]
     health: HealthChecker
     auth: Authenticator
     started: int
@@ -48,7 +52,6 @@ class Runtime:
         """Leave the usage record of a finished request (buffered; written in the background)."""
         usage = call.usage
         now = time.perf_counter()
-        cost, unpriced = self._cost(call)
         self.recorder.record(
             UsageRecord(
                 ts=call.ts,
@@ -69,13 +72,13 @@ class Runtime:
                 reasoning_tokens=usage.reasoning_tokens if usage else 0,
                 usage_estimated=usage.estimated if usage else False,
                 client_ip=call.client_ip,
-                cost=cost,
-                unpriced=unpriced,
+                cost=call.cost,
+                unpriced=call.unpriced,
                 error=call.error[:500] if call.error else None,
             )
         )
 
-    def resolve(self, call: Call, model: str) -> Route:
+    def resolve(self, call: Call, model: str, body: dict[str, Any] | None = None) -> Route:
         """The route for a model the caller may use (a key's `allowed_models`)."""
         if call.principal is not None and not call.principal.may_use(model):
             raise PermissionDenied(
@@ -86,7 +89,28 @@ class Runtime:
             self.prices.lookup(d.upstream_model, d.provider.name) for d in route.deployments
         ):
             raise UnpricedModel(model)
+        key = call.principal.key if call.principal is not None else None
+        if key is not None and key.quota is not None:
+            held = self._estimate(route, model, body or {}, call.request_bytes)
+            self.quota.reserve(key, held)
+            call.reserved = held
         return route
+
+    def _estimate(self, route: Route, model: str, body: dict[str, Any], request_bytes: int) -> int:
+        """An upper bound of the request's cost (see accounting.quota)."""
+        dep = route.deployments[0]
+        price = self.prices.lookup(dep.upstream_model, dep.provider.name) or self.prices.lookup(model)
+        if price is None:
+            return 0
+        config = body.get("generationConfig")
+        declared = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or body.get("max_output_tokens")
+            or (config.get("maxOutputTokens") if isinstance(config, dict) else None)
+        )
+        max_out = declared if isinstance(declared, int) and declared > 0 else None
+        return estimate(price, request_bytes, max_out or self.config.billing.default_max_output_tokens)
 
     def models(self, call: Call) -> list[tuple[str, str]]:
         """(model id, owner) of the models the caller may use."""
@@ -95,8 +119,13 @@ class Runtime:
 
     async def settle(self, call: Call) -> None:
         """Everything that follows a finished request: routing accounting, then its usage record."""
+        call.cost, call.unpriced = self._cost(call)
+        key = call.principal.key if call.principal is not None else None
+        if key is not None:
+            self.quota.settle(key, call.reserved, call.cost)
+            if call.cost:
+                self.spending.record((key.id, call.cost))
         try:
-            key = call.principal.key if call.principal is not None else None
             if key is not None and key.tpm and call.usage is not None and call.usage.total_tokens:
                 await self.dispatcher.state.add_tokens("key:" + key.id, call.usage.total_tokens, time.time())
             await self.dispatcher.settle(call)
@@ -117,6 +146,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.health.close()
+        await self.spending.close()
         await self.dispatcher.state.close()
         await self.recorder.close()
         if self.responses is not None:
@@ -156,6 +186,12 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
     dispatcher = Dispatcher(MemoryRoutingState(), config.routing)
     health = HealthChecker(router, dispatcher, config.routing.health)
     health.start()
+    spending: BatchWriter[tuple[str, int]] = BatchWriter(
+        lambda batch: store.add_spending(spending_batches(batch)),
+        config.usage.flush_interval_seconds,
+        name="key spending",
+    )
+    spending.start()
     return Runtime(
         config=config,
         data_dir=data_dir,
@@ -163,6 +199,8 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         recorder=recorder,
         providers=providers,
         router=router,
+        quota=QuotaBook(),
+        spending=spending,
         prices=PriceCatalog(
             overrides={name: Price.from_credits(**p.model_dump()) for name, p in config.prices.items()}
         ),

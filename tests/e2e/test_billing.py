@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,3 +75,71 @@ def test_unpriced_model_is_refused_under_refuse(strict_gateway: Gateway) -> None
         ask(strict_gateway, "mystery")
     assert info.value.code == "model_not_priced" and "mystery" in info.value.message
     assert strict_gateway.usage(ask(strict_gateway, "priced"))[0]["cost"] > 0
+
+
+def new_key(gateway: Gateway, **fields: Any) -> dict[str, Any]:
+    import httpx
+
+    resp = httpx.post(
+        gateway.base_url + "/admin/api/keys",
+        json=fields,
+        timeout=10,
+        headers={"Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    assert resp.status_code == 201, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+def key_costs(gateway: Gateway, key_id: str) -> list[int]:
+    time.sleep(0.3)  # the background writer flushes every 0.05 s
+    return [r["cost"] for r in gateway.usage() if r["key_id"] == key_id and r["status"] == 200]
+
+
+def stored_spent(gateway: Gateway, key_id: str) -> int:
+    conn = sqlite3.connect(gateway.data_dir / "omnirelay.db")
+    try:
+        return int(conn.execute("SELECT spent FROM api_keys WHERE id = ?", (key_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_quota_is_enforced_and_spending_persisted(free_gateway: Gateway) -> None:
+    key = new_key(free_gateway, quota=400)
+    api = openai.OpenAI(base_url=free_gateway.base_url + "/v1", api_key=key["key"], max_retries=0, timeout=10)
+    served = 0
+    with pytest.raises(openai.RateLimitError) as info:
+        for _ in range(50):
+            api.chat.completions.create(
+                model="priced", max_tokens=5, messages=[{"role": "user", "content": "one two three four"}]
+            )
+            served += 1
+    assert info.value.code == "insufficient_quota" and "quota" in info.value.message
+    costs = key_costs(free_gateway, key["id"])
+    assert served == len(costs) >= 1 and sum(costs) <= 400
+    assert stored_spent(free_gateway, key["id"]) == sum(costs)
+
+
+def test_concurrent_requests_cannot_overspend(free_gateway: Gateway) -> None:
+    key = new_key(free_gateway, quota=300)
+    api = openai.AsyncOpenAI(
+        base_url=free_gateway.base_url + "/v1", api_key=key["key"], max_retries=0, timeout=10
+    )
+
+    async def one(i: int) -> str:
+        try:
+            await api.chat.completions.create(
+                model="priced", max_tokens=8, messages=[{"role": "user", "content": f"parallel {i}"}]
+            )
+        except openai.RateLimitError as exc:
+            assert exc.code == "insufficient_quota"
+            return "refused"
+        return "ok"
+
+    async def burst() -> list[str]:
+        return list(await asyncio.gather(*(one(i) for i in range(40))))
+
+    outcomes = asyncio.run(burst())
+    costs = key_costs(free_gateway, key["id"])
+    assert outcomes.count("ok") == len(costs) and "refused" in outcomes
+    assert sum(costs) <= 300
+    assert stored_spent(free_gateway, key["id"]) == sum(costs)

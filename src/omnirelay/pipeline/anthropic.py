@@ -23,7 +23,7 @@ async def anthropic_messages(rt: Runtime, request: Request, call: Call) -> Respo
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = _model_of(body, None)
     call.stream = body.get("stream") is True
-    route = rt.resolve(call, call.model)
+    route = rt.resolve(call, call.model, body)
     return await run_chat(
         rt,
         call,

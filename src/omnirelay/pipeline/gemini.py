@@ -46,7 +46,7 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
     call.model = model
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
-    route = rt.resolve(call, model)
+    route = rt.resolve(call, model, body)
     if method in CHAT_METHODS:
         stream = method == "streamGenerateContent"
         use_sse = request.query_params.get("alt") == "sse"

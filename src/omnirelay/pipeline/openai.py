@@ -29,7 +29,7 @@ async def chat_completions(rt: Runtime, request: Request, call: Call) -> Respons
     body = json.parse_object(await read_body(request, rt.config.server.max_body_bytes))
     call.model = openai_chat.check_request(body)
     call.stream = stream = body.get("stream") is True
-    route = rt.resolve(call, call.model)
+    route = rt.resolve(call, call.model, body)
     return await run_chat(
         rt,
         call,

@@ -91,7 +91,7 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response | Stream
                 code="previous_response_not_found",
             )
         body = prepend_history(body, history_items(json.loads(stored.request), json.loads(stored.response)))
-    route = rt.resolve(call, call.model)
+    route = rt.resolve(call, call.model, body)
     save: Save | None = None
     if body.get("store") is not False and rt.responses is not None:
         archive, expanded = rt.responses, json.dumps(body).decode()

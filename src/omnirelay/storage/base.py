@@ -62,3 +62,7 @@ class Store(ABC):
     @abstractmethod
     async def update_key(self, key: KeyRecord) -> None:
         """Write every field of an existing key (by id)."""
+
+    @abstractmethod
+    async def add_spending(self, totals: dict[str, int]) -> None:
+        """Add each key's charged micro-units to its `spent` (atomically in the database)."""

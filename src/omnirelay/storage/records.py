@@ -56,6 +56,7 @@ class KeyRecord:
     status: str = "active"  # active | disabled
     expires_at: float | None = None
     quota: int | None = None  # credits in micro-units; None = unlimited
+    spent: int = 0  # micro-units charged so far
     allowed_models: list[str] | None = None
     allowed_ips: list[str] | None = None  # IPs or CIDRs
     rpm: int | None = None

@@ -22,7 +22,7 @@ _RESPONSE_FIELDS = [f.name for f in dataclasses.fields(StoredResponse)]
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
 # The newest migration. A database already there skips loading Alembic at all (it costs ~10 MB of
 # memory and a noticeable start-up time); tests check this matches the migrations directory.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def sqlite_url(data_dir: str | Path) -> str:
@@ -150,8 +150,17 @@ class SqlStore(Store):
             rows = await conn.execute(query.limit(limit).offset(offset))
             return [KeyRecord(**row._asdict()) for row in rows]
 
+    async def add_spending(self, totals: dict[str, int]) -> None:
+        table = tables.api_keys
+        async with self.engine.begin() as conn:
+            for key_id, delta in totals.items():
+                await conn.execute(
+                    sa.update(table).where(table.c.id == key_id).values(spent=table.c.spent + delta)
+                )
+
     async def update_key(self, key: KeyRecord) -> None:
         values = dataclasses.asdict(key)
+        values.pop("spent")  # spending only moves through add_spending, never overwritten
         async with self.engine.begin() as conn:
             await conn.execute(
                 sa.update(tables.api_keys).where(tables.api_keys.c.id == key.id).values(**values)

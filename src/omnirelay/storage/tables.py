@@ -63,6 +63,7 @@ api_keys = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("expires_at", sa.Float),
     sa.Column("quota", sa.BigInteger),
+    sa.Column("spent", sa.BigInteger, nullable=False, default=0),
     sa.Column("allowed_models", sa.JSON),
     sa.Column("allowed_ips", sa.JSON),
     sa.Column("rpm", sa.Integer),
