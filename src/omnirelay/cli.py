@@ -203,6 +203,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace, method: str, path: str, body: dict[str, object] | None = None) -> object:
+    """Call the admin API of a running gateway; prints the error and exits 1 on failure."""
+    import httpx
+
+    key = args.key or os.environ.get("OMNIRELAY_MASTER_KEY")
+    if not key:
+        raise SystemExit("omnirelay: the master key is needed: --key or OMNIRELAY_MASTER_KEY")
+    try:
+        resp = httpx.request(
+            method,
+            args.url.rstrip("/") + path,
+            json=body,
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"omnirelay: cannot reach {args.url}: {exc}") from None
+    if resp.status_code >= 400:
+        raise SystemExit(f"omnirelay: HTTP {resp.status_code}: {resp.text[:500]}")
+    return resp.json()
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        body: dict[str, object] = {}
+        for name in ("name", "user_id", "quota", "expires_at", "rpm", "rpd", "tpm"):
+            if getattr(args, name) is not None:
+                body[name] = getattr(args, name)
+        if args.models:
+            body["allowed_models"] = args.models.split(",")
+        if args.ips:
+            body["allowed_ips"] = args.ips.split(",")
+        made = _admin(args, "POST", "/admin/api/keys", body)
+        assert isinstance(made, dict)
+        print(f"{made['id']}  {made['key']}")
+        print("(the key is shown only now: copy it)", file=sys.stderr)
+    elif args.action == "list":
+        listed = _admin(args, "GET", "/admin/api/keys?limit=1000")
+        assert isinstance(listed, dict)
+        for key in listed["data"]:
+            quota = "unlimited" if key["quota"] is None else key["quota"]
+            print(f"{key['id']}  {key['prefix']}  {key['status']:8}  quota={quota}  {key['name'] or ''}")
+    else:
+        gone = _admin(args, "DELETE", f"/admin/api/keys/{args.id}")
+        assert isinstance(gone, dict)
+        print(f"{gone['id']} {gone['status']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnirelay", description="A self-hosted LLM API gateway.")
     p.add_argument("--version", action="version", version=f"omnirelay {__version__}")
@@ -235,6 +284,25 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
     status.add_argument("--key", help="the master key (default $OMNIRELAY_MASTER_KEY)")
     status.set_defaults(fn=cmd_status)
+
+    keys = sub.add_parser("keys", help="create, list or revoke gateway keys on a running gateway")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    for action, text in (("create", "create a key"), ("list", "list keys"), ("revoke", "disable a key")):
+        one = keys_sub.add_parser(action, help=text)
+        one.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+        one.add_argument("--key", help="the master key (default $OMNIRELAY_MASTER_KEY)")
+        if action == "revoke":
+            one.add_argument("id", help="the key's id (key_…)")
+        if action == "create":
+            one.add_argument("--name")
+            one.add_argument("--user-id", dest="user_id")
+            one.add_argument("--quota", type=int, help="credits in micro-units (default: unlimited)")
+            one.add_argument("--expires-at", dest="expires_at", help="RFC 3339 time")
+            one.add_argument("--models", help="allowed models, comma-separated")
+            one.add_argument("--ips", help="allowed client IPs or CIDRs, comma-separated")
+            for limit in ("rpm", "rpd", "tpm"):
+                one.add_argument(f"--{limit}", type=int)
+    keys.set_defaults(fn=cmd_keys)
 
     mk = sub.add_parser("master-key", help="manage the master key")
     mk.add_argument("--reset", action="store_true", help="generate a new master key and print it")

@@ -107,3 +107,16 @@ def test_validation_and_admin_only(gateway: Gateway) -> None:
         headers=ADMIN,
     )
     assert patched.json()["rpm"] == 7 and patched.json()["status"] == "disabled"
+
+
+def test_keys_command(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    from omnirelay.cli import main
+
+    base = ["--url", gateway.base_url, "--key", MASTER_KEY]
+    assert main(["keys", "create", *base, "--name", "from-cli", "--models", "mock", "--rpm", "5"]) == 0
+    key_id, secret = capsys.readouterr().out.split()
+    assert client(gateway, secret).chat.completions.create(model="mock", messages=HELLO).choices  # type: ignore[arg-type]
+    assert main(["keys", "list", *base]) == 0
+    assert key_id in capsys.readouterr().out
+    assert main(["keys", "revoke", *base, key_id]) == 0
+    assert "disabled" in capsys.readouterr().out
