@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from omnirelay.admin import deployments as admin_deployments
 from omnirelay.admin import keys as admin_keys
+from omnirelay.admin import openapi as admin_openapi
 from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound, PermissionDenied
@@ -181,6 +182,7 @@ ADMIN_ROUTES = [
     ("GET", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.get),
     ("PATCH", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.update),
     ("DELETE", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.revoke),
+    ("GET", "/admin/api/openapi.json", "admin.openapi", admin_openapi.openapi_handler),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [

@@ -21,6 +21,7 @@ from omnirelay.storage.records import KeyRecord
 from omnirelay.transport import json
 
 MAX_BODY = 64 * 1024
+BIGINT = 2**63 - 1  # the database's integer range
 
 
 class KeyFields(BaseModel):
@@ -28,13 +29,13 @@ class KeyFields(BaseModel):
 
     name: str | None = Field(None, max_length=256)
     user_id: str | None = Field(None, max_length=64)
-    quota: int | None = Field(None, ge=0)  # credits in micro-units; null = unlimited
+    quota: int | None = Field(None, ge=0, le=BIGINT)  # credits in micro-units; null = unlimited
     expires_at: datetime | None = None  # RFC 3339
     allowed_models: list[str] | None = None
     allowed_ips: list[str] | None = None
-    rpm: int | None = Field(None, ge=1)
-    rpd: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1, le=BIGINT)
+    rpd: int | None = Field(None, ge=1, le=BIGINT)
+    tpm: int | None = Field(None, ge=1, le=BIGINT)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("allowed_ips")
@@ -52,6 +53,13 @@ class KeyFields(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise ValueError("is out of range") from None
+            if value.astimezone(UTC).year > 9998:
+                raise ValueError("is out of range (year 9998 at the latest)")
         return value
 
 
@@ -120,7 +128,7 @@ async def list_keys(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
     try:
         limit = min(max(int(params.get("limit", "100")), 1), 1000)
-        offset = max(int(params.get("offset", "0")), 0)
+        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
     except ValueError:
         raise BadRequest("limit and offset must be integers.", param="limit") from None
     keys = await rt.store.list_keys(params.get("user_id"), limit, offset)
