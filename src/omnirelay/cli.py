@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omnirelay import __version__
 from omnirelay.config import Config, ConfigError, from_environment, load
-from omnirelay.policy.auth import mask
 from omnirelay.runtime import Runtime
+from omnirelay.security.keys import mask
 
 DEFAULT_DATA_DIR = "./omnirelay-data"
 _SERVE_ENV = "OMNIRELAY_INTERNAL_SERVE"  # hands the parsed options to a granian worker process

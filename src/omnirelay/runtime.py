@@ -15,11 +15,12 @@ from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import PermissionDenied
-from omnirelay.policy.auth import Authenticator, generate_master_key, hash_key
+from omnirelay.policy.auth import Authenticator, generate_master_key
 from omnirelay.providers.catalog import Provider, build_providers
 from omnirelay.routing.dispatch import Dispatcher
 from omnirelay.routing.health import HealthChecker
 from omnirelay.routing.router import Route, Router
+from omnirelay.security.keys import key_hash as hash_key
 from omnirelay.state.memory import MemoryRoutingState
 from omnirelay.storage.base import Store
 from omnirelay.storage.records import UsageRecord

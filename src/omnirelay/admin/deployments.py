@@ -13,9 +13,9 @@ from starlette.responses import Response
 
 from omnirelay.call import Call
 from omnirelay.errors import NotFound
-from omnirelay.policy.auth import mask
 from omnirelay.routing.router import Deployment
 from omnirelay.runtime import Runtime
+from omnirelay.security.keys import mask
 from omnirelay.transport import json
 
 

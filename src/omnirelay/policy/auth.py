@@ -7,7 +7,6 @@ take effect at once, changes made elsewhere within the cache time."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import math
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from omnirelay.errors import AuthenticationFailed, GatewayError, PermissionDenied
+from omnirelay.security.keys import key_hash as hash_key
 from omnirelay.state.base import Limits, RoutingState
 from omnirelay.storage.base import Store
 from omnirelay.storage.records import KeyRecord
@@ -25,16 +25,8 @@ from omnirelay.storage.records import KeyRecord
 MASTER_KEY_PREFIX = "sk-or-master-"
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def generate_master_key() -> str:
     return MASTER_KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def mask(key: str) -> str:
-    return key[:10] + "…" + key[-4:] if len(key) > 16 else "***"
 
 
 KEY_CACHE_SECONDS = 5.0
