@@ -21,6 +21,7 @@ from starlette.routing import Route
 from omnirelay.admin import deployments as admin_deployments
 from omnirelay.admin import keys as admin_keys
 from omnirelay.admin import openapi as admin_openapi
+from omnirelay.admin import users as admin_users
 from omnirelay.call import Call
 from omnirelay.config import Config
 from omnirelay.errors import GatewayError, NotFound, PermissionDenied
@@ -79,6 +80,11 @@ def endpoint(
             )
             call.key_id = principal.key_id
             call.principal = principal
+            user_id = principal.key.user_id if principal.key is not None else None
+            if user_id and not rt.wallets.known(user_id):
+                balance = await rt.store.billing.balance(user_id)
+                if balance is not None:
+                    rt.wallets.load(user_id, balance)
             length = request.headers.get("content-length")
             call.request_bytes = int(length) if length and length.isdigit() else 0
             if admin and not principal.is_master:
@@ -183,6 +189,9 @@ ADMIN_ROUTES = [
     ("PATCH", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.update),
     ("DELETE", "/admin/api/keys/{key_id}", "admin.keys", admin_keys.revoke),
     ("GET", "/admin/api/openapi.json", "admin.openapi", admin_openapi.openapi_handler),
+    ("POST", "/admin/api/users", "admin.users", admin_users.create),
+    ("GET", "/admin/api/users/{user_id}", "admin.users", admin_users.get),
+    ("POST", "/admin/api/users/{user_id}/topup", "admin.users", admin_users.topup),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from omnirelay.accounting.prices import Price, PriceCatalog, UnpricedModel, charge, estimate
-from omnirelay.accounting.quota import QuotaBook, spending_batches
+from omnirelay.accounting.quota import QuotaBook, Wallets, spending_batches
 from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
 from omnirelay.config import Config
@@ -23,6 +23,7 @@ from omnirelay.routing.router import Route, Router
 from omnirelay.security.keys import key_hash as hash_key
 from omnirelay.state.memory import MemoryRoutingState
 from omnirelay.storage.base import Store
+from omnirelay.storage.billing import LedgerEntry
 from omnirelay.storage.records import UsageRecord
 from omnirelay.storage.sql import open_store, sqlite_url
 from omnirelay.stored_responses import ResponseArchive
@@ -42,6 +43,8 @@ class Runtime:
     dispatcher: Dispatcher
     prices: PriceCatalog
     quota: QuotaBook
+    wallets: Wallets
+    ledger: BatchWriter[LedgerEntry]
     spending: BatchWriter[tuple[str, int]]
     health: HealthChecker
     auth: Authenticator
@@ -91,9 +94,19 @@ class Runtime:
         ):
             raise UnpricedModel(model)
         key = call.principal.key if call.principal is not None else None
-        if key is not None and key.quota is not None:
+        charged_user = (
+            key.user_id if key is not None and key.user_id and self.wallets.known(key.user_id) else None
+        )
+        if key is not None and (key.quota is not None or charged_user):
             held = self._estimate(route, model, body or {}, call.request_bytes)
-            self.quota.reserve(key, held)
+            if charged_user:
+                self.wallets.reserve(charged_user, held)
+            try:
+                self.quota.reserve(key, held)
+            except Exception:
+                if charged_user:
+                    self.wallets.settle(charged_user, held, 0)
+                raise
             call.reserved = held
         return route
 
@@ -126,6 +139,20 @@ class Runtime:
             self.quota.settle(key, call.reserved, call.cost)
             if call.cost:
                 self.spending.record((key.id, call.cost))
+            if key.user_id and self.wallets.known(key.user_id):
+                self.wallets.settle(key.user_id, call.reserved, call.cost)
+                if call.cost:
+                    self.ledger.record(
+                        LedgerEntry(
+                            id="chg_" + call.request_id,
+                            ts=time.time(),
+                            user_id=key.user_id,
+                            amount=-call.cost,
+                            kind="charge",
+                            key_id=key.id,
+                            request_id=call.request_id,
+                        )
+                    )
         try:
             if key is not None and key.tpm and call.usage is not None and call.usage.total_tokens:
                 await self.dispatcher.state.add_tokens("key:" + key.id, call.usage.total_tokens, time.time())
@@ -148,6 +175,7 @@ class Runtime:
     async def close(self) -> None:
         await self.health.close()
         await self.spending.close()
+        await self.ledger.close()
         await self.dispatcher.state.close()
         await self.recorder.close()
         if self.responses is not None:
@@ -193,6 +221,10 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         name="key spending",
     )
     spending.start()
+    ledger: BatchWriter[LedgerEntry] = BatchWriter(
+        store.billing.apply, config.usage.flush_interval_seconds, name="ledger entries"
+    )
+    ledger.start()
     return Runtime(
         config=config,
         data_dir=data_dir,
@@ -201,6 +233,8 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         providers=providers,
         router=router,
         quota=QuotaBook(),
+        wallets=Wallets(),
+        ledger=ledger,
         spending=spending,
         prices=PriceCatalog(
             overrides={name: Price.from_credits(**p.model_dump()) for name, p in config.prices.items()}

@@ -143,3 +143,40 @@ def test_concurrent_requests_cannot_overspend(free_gateway: Gateway) -> None:
     assert outcomes.count("ok") == len(costs) and "refused" in outcomes
     assert sum(costs) <= 300
     assert stored_spent(free_gateway, key["id"]) == sum(costs)
+
+
+def test_balance_is_reserved_charged_and_ledgered(free_gateway: Gateway) -> None:
+    import httpx
+
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    user = httpx.post(free_gateway.base_url + "/admin/api/users", json={"name": "acme"}, headers=admin).json()
+    topped = httpx.post(
+        f"{free_gateway.base_url}/admin/api/users/{user['id']}/topup",
+        json={"amount": 300, "note": "welcome"},
+        headers=admin,
+    )
+    assert topped.status_code == 200 and topped.json()["balance"] == 300
+    key = new_key(free_gateway, user_id=user["id"])
+    api = openai.OpenAI(base_url=free_gateway.base_url + "/v1", api_key=key["key"], max_retries=0, timeout=10)
+    served = 0
+    with pytest.raises(openai.RateLimitError) as info:
+        for _ in range(50):
+            api.chat.completions.create(
+                model="priced", max_tokens=5, messages=[{"role": "user", "content": "one two three four"}]
+            )
+            served += 1
+    assert info.value.code == "insufficient_quota" and "balance" in info.value.message
+    costs = key_costs(free_gateway, key["id"])
+    assert served == len(costs) >= 1
+    balance = httpx.get(f"{free_gateway.base_url}/admin/api/users/{user['id']}", headers=admin).json()[
+        "balance"
+    ]
+    assert balance == 300 - sum(costs) >= 0
+    conn = sqlite3.connect(free_gateway.data_dir / "omnirelay.db")
+    try:
+        (ledger_sum,) = conn.execute(
+            "SELECT SUM(amount) FROM ledger WHERE user_id = ?", (user["id"],)
+        ).fetchone()
+    finally:
+        conn.close()
+    assert ledger_sum == balance

@@ -75,3 +75,44 @@ def spending_batches(entries: Sequence[tuple[str, int]]) -> dict[str, int]:
     for key_id, cost in entries:
         totals[key_id] += cost
     return dict(totals)
+
+
+class Wallets:
+    """Users' balances for admission: the same reserve-then-settle as key quotas, against the balance
+    the ledger keeps (loaded once per user, then moved here and in the ledger together)."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, _Account] = {}
+
+    def known(self, user_id: str) -> bool:
+        return user_id in self._accounts
+
+    def load(self, user_id: str, balance: int) -> None:
+        self._accounts.setdefault(user_id, _Account(spent=balance))
+
+    def balance(self, user_id: str) -> int | None:
+        account = self._accounts.get(user_id)
+        return None if account is None else account.spent
+
+    def reserve(self, user_id: str, estimate: int) -> None:
+        account = self._accounts.get(user_id)
+        if account is None:
+            return
+        if account.spent - account.reserved < estimate:
+            raise QuotaExceeded(
+                f"The account's balance is too low: {_credits(account.spent)} credits, "
+                f"{_credits(account.reserved)} reserved by requests in flight, and this request may cost "
+                f"up to {_credits(estimate)}. Top up to continue."
+            )
+        account.reserved += estimate
+
+    def settle(self, user_id: str, reserved: int, cost: int) -> None:
+        account = self._accounts.get(user_id)
+        if account is not None:
+            account.reserved = max(account.reserved - reserved, 0)
+            account.spent -= cost
+
+    def credit(self, user_id: str, amount: int) -> None:
+        account = self._accounts.get(user_id)
+        if account is not None:
+            account.spent += amount

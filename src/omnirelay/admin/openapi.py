@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 import omnirelay
 from omnirelay.admin.keys import KeyFields, KeyUpdate
+from omnirelay.admin.users import TopUp, UserCreate
 from omnirelay.call import Call
 from omnirelay.runtime import Runtime
 from omnirelay.transport import json
@@ -102,6 +103,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("DELETE", "/admin/api/keys/{key_id}"): Operation(
         "revokeKey", "Revoke a key (its status becomes `disabled`).", "keys", "Key"
+    ),
+    ("POST", "/admin/api/users"): Operation(
+        "createUser", "Create a user (balance 0).", "users", "User", status=201, body="UserCreate"
+    ),
+    ("GET", "/admin/api/users/{user_id}"): Operation(
+        "getUser", "Read a user and its balance.", "users", "User"
+    ),
+    ("POST", "/admin/api/users/{user_id}/topup"): Operation(
+        "topUpUser", "Add credit to a user's balance (a ledger entry).", "users", "User", body="TopUp"
     ),
     ("GET", "/admin/api/openapi.json"): Operation(
         "getOpenAPIDocument", "This OpenAPI document.", "meta", None
@@ -209,6 +219,22 @@ def component_schemas() -> dict[str, Any]:
     }
     schemas: dict[str, Any] = {
         "KeyCreate": _model_schema(KeyFields, "KeyCreate", defs),
+        "UserCreate": _model_schema(UserCreate, "UserCreate", defs),
+        "TopUp": _model_schema(TopUp, "TopUp", defs),
+        "User": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "user"},
+                "name": {"type": "string"},
+                "role": {"enum": ["admin", "user"]},
+                "group_id": _nullable({"type": "string"}),
+                "balance": {"type": "integer", "description": "Micro-units of credit."},
+                "status": {"type": "string"},
+                "created_at": {"type": "number"},
+            },
+            "required": ["id", "object", "name", "role", "balance"],
+        },
         "KeyUpdate": _model_schema(KeyUpdate, "KeyUpdate", defs),
         "Key": key,
         "KeyWithSecret": {

@@ -6,10 +6,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+from omnirelay.storage.billing import BillingStore
 from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
 
 
 class Store(ABC):
+    billing: BillingStore  # users, groups, the ledger and redemption codes
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and bring the schema to the newest migration."""

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from omnirelay.storage import tables
 from omnirelay.storage.base import Store
+from omnirelay.storage.billing import SqlBillingStore
 from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
 
 _USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
@@ -52,6 +53,7 @@ class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        self.billing = SqlBillingStore(self.engine)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
