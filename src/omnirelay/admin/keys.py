@@ -6,7 +6,7 @@ import ipaddress
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from omnirelay.security.keys import generate_key, key_hash, key_prefix
 from omnirelay.storage.records import KeyRecord
 from omnirelay.transport import json
 
+M = TypeVar("M", bound=BaseModel)
 MAX_BODY = 64 * 1024
 BIGINT = 2**63 - 1  # the database's integer range
 
@@ -91,7 +92,8 @@ def key_json(key: KeyRecord) -> dict[str, Any]:
     }
 
 
-def _parse(model: type[KeyFields], raw: bytes) -> KeyFields:
+def parse_model(model: type[M], raw: bytes) -> M:
+    """A JSON body validated by a pydantic model; the first problem becomes a 400 naming the field."""
     try:
         return model.model_validate(json.parse_object(raw) if raw.strip() else {})
     except ValidationError as exc:
@@ -101,7 +103,7 @@ def _parse(model: type[KeyFields], raw: bytes) -> KeyFields:
 
 
 async def create(rt: Runtime, request: Request, call: Call) -> Response:
-    fields = _parse(KeyFields, await read_body(request, MAX_BODY))
+    fields = parse_model(KeyFields, await read_body(request, MAX_BODY))
     secret = generate_key()
     record = KeyRecord(
         id="key_" + secrets.token_hex(12),
@@ -150,7 +152,7 @@ async def get(rt: Runtime, request: Request, call: Call) -> Response:
 
 async def update(rt: Runtime, request: Request, call: Call) -> Response:
     key = await _existing(rt, request)
-    changes = _parse(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
+    changes = parse_model(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
     if "expires_at" in changes:
         changes["expires_at"] = changes["expires_at"].timestamp() if changes["expires_at"] else None
     for name, value in changes.items():

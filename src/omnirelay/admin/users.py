@@ -6,11 +6,11 @@ import secrets
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.admin.keys import BIGINT, MAX_BODY
+from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
 from omnirelay.pipeline import read_body
@@ -47,15 +47,6 @@ def user_json(user: UserRecord) -> dict[str, Any]:
     }
 
 
-def _parse(model: type[BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate(json.parse_object(raw) if raw.strip() else {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"{param}: {first['msg']}", param=param, code="invalid_value") from None
-
-
 async def _user(rt: Runtime, user_id: str) -> UserRecord:
     user = await rt.store.billing.get_user(user_id)
     if user is None:
@@ -64,7 +55,7 @@ async def _user(rt: Runtime, user_id: str) -> UserRecord:
 
 
 async def create(rt: Runtime, request: Request, call: Call) -> Response:
-    fields: UserCreate = _parse(UserCreate, await read_body(request, MAX_BODY))
+    fields: UserCreate = parse_model(UserCreate, await read_body(request, MAX_BODY))
     if await rt.store.billing.get_user_by_name(fields.name) is not None:
         raise BadRequest(f"A user named {fields.name!r} exists already.", param="name", code="duplicate_name")
     user = UserRecord(
@@ -87,7 +78,7 @@ async def get(rt: Runtime, request: Request, call: Call) -> Response:
 
 async def topup(rt: Runtime, request: Request, call: Call) -> Response:
     user = await _user(rt, request.path_params["user_id"])
-    fields: TopUp = _parse(TopUp, await read_body(request, MAX_BODY))
+    fields: TopUp = parse_model(TopUp, await read_body(request, MAX_BODY))
     await rt.store.billing.topup(user.id, fields.amount, fields.note)
     rt.wallets.credit(user.id, fields.amount)
     return call.json_response(json.dumps(user_json(await _user(rt, user.id))))
