@@ -252,6 +252,55 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        user = _admin(args, "POST", "/admin/api/users", {"name": args.name, "role": args.role})
+    else:
+        user = _admin(args, "GET", f"/admin/api/users/{args.id}")
+    assert isinstance(user, dict)
+    print(f"{user['id']}  {user['name']}  role={user['role']}  balance={user['balance']}")
+    return 0
+
+
+def cmd_topup(args: argparse.Namespace) -> int:
+    user = _admin(
+        args, "POST", f"/admin/api/users/{args.user_id}/topup", {"amount": args.amount, "note": args.note}
+    )
+    assert isinstance(user, dict)
+    print(f"{user['id']}  balance={user['balance']}")
+    return 0
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """Totals per key and model from the usage records of a data directory (the embedded store)."""
+    import sqlite3
+
+    path = Path(args.data_dir or os.environ.get("OMNIRELAY_DATA_DIR") or DEFAULT_DATA_DIR) / "omnirelay.db"
+    if not path.exists():
+        print(f"omnirelay usage: no database at {path}", file=sys.stderr)
+        return 1
+    since = time.time() - args.hours * 3600
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT key_id, model, COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens), "
+            "SUM(cost) FROM usage_records WHERE ts >= ? GROUP BY key_id, model "
+            "ORDER BY SUM(cost) DESC, COUNT(*) DESC",
+            (since,),
+        ).fetchall()
+    finally:
+        conn.close()
+    print(
+        f"{'KEY':28} {'MODEL':28} {'REQUESTS':>8} {'ERRORS':>6} {'INPUT':>10} {'OUTPUT':>10} {'CREDITS':>12}"
+    )
+    for key_id, model, count, errors, tokens_in, tokens_out, cost in rows:
+        print(
+            f"{key_id:28.28} {model:28.28} {count:>8} {errors or 0:>6} {tokens_in or 0:>10} "
+            f"{tokens_out or 0:>10} {(cost or 0) / 1_000_000:>12.6f}"
+        )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnirelay", description="A self-hosted LLM API gateway.")
     p.add_argument("--version", action="version", version=f"omnirelay {__version__}")
@@ -303,6 +352,33 @@ def parser() -> argparse.ArgumentParser:
             for limit in ("rpm", "rpd", "tpm"):
                 one.add_argument(f"--{limit}", type=int)
     keys.set_defaults(fn=cmd_keys)
+
+    def admin_args(one: argparse.ArgumentParser) -> None:
+        one.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+        one.add_argument("--key", help="the master key (default $OMNIRELAY_MASTER_KEY)")
+
+    users = sub.add_parser("users", help="create or show users on a running gateway")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    made = users_sub.add_parser("create", help="create a user")
+    made.add_argument("name")
+    made.add_argument("--role", choices=["user", "admin"], default="user")
+    shown = users_sub.add_parser("show", help="show a user and its balance")
+    shown.add_argument("id")
+    for one in (made, shown):
+        admin_args(one)
+    users.set_defaults(fn=cmd_users)
+
+    topup = sub.add_parser("topup", help="add credit to a user's balance (micro-units)")
+    topup.add_argument("user_id")
+    topup.add_argument("amount", type=int, help="micro-units of credit (1 credit = 1000000)")
+    topup.add_argument("--note")
+    admin_args(topup)
+    topup.set_defaults(fn=cmd_topup)
+
+    usage = sub.add_parser("usage", help="usage and cost per key and model (embedded store)")
+    usage.add_argument("--data-dir")
+    usage.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
+    usage.set_defaults(fn=cmd_usage)
 
     mk = sub.add_parser("master-key", help="manage the master key")
     mk.add_argument("--reset", action="store_true", help="generate a new master key and print it")

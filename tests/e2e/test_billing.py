@@ -180,3 +180,20 @@ def test_balance_is_reserved_charged_and_ledgered(free_gateway: Gateway) -> None
     finally:
         conn.close()
     assert ledger_sum == balance
+
+
+def test_users_topup_and_usage_commands(free_gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+    from omnirelay.cli import main
+
+    base = ["--url", free_gateway.base_url, "--key", MASTER_KEY]
+    assert main(["users", "create", "cli-user", *base]) == 0
+    user_id = capsys.readouterr().out.split()[0]
+    assert main(["topup", user_id, "2500000", "--note", "cli", *base]) == 0
+    assert "balance=2500000" in capsys.readouterr().out
+    assert main(["users", "show", user_id, *base]) == 0
+    assert "balance=2500000" in capsys.readouterr().out
+    ask(free_gateway, "priced")
+    time.sleep(0.3)
+    assert main(["usage", "--data-dir", str(free_gateway.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "priced" in out and "master" in out
