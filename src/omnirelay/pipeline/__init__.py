@@ -10,7 +10,6 @@ auth and the usage record are handled around them by `omnirelay.app.endpoint`.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -27,8 +26,6 @@ from omnirelay.runtime import Runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
 
-log = logging.getLogger("omnirelay.pipeline")
-MAX_ATTEMPTS = 3
 T = TypeVar("T")
 
 
