@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 
 import openai
@@ -275,7 +274,3 @@ def test_legacy_functions_pass_through(client: openai.OpenAI, fake: FakeState) -
         extra_body={"functions": [{"name": "f", "parameters": {}}], "function_call": "auto"},
     )
     assert fake.last_request["json"]["functions"] == [{"name": "f", "parameters": {}}]
-
-
-def test_base64_png_decodes() -> None:
-    assert base64.b64decode(PNG_1PX)[:4] == b"\x89PNG"
