@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from omnirelay.admin import access as admin_access
 from omnirelay.admin import deployments as admin_deployments
 from omnirelay.admin import keys as admin_keys
 from omnirelay.admin import openapi as admin_openapi
 from omnirelay.admin import users as admin_users
 from omnirelay.call import Call
 from omnirelay.config import Config
-from omnirelay.errors import GatewayError, NotFound, PermissionDenied
+from omnirelay.errors import GatewayError, NotFound
 from omnirelay.ingress.base import Ingress
 from omnirelay.pipeline import anthropic as anthropic_surface
 from omnirelay.pipeline import gemini as gemini_surface
@@ -87,8 +88,8 @@ def endpoint(
                     rt.wallets.load(user_id, balance)
             length = request.headers.get("content-length")
             call.request_bytes = int(length) if length and length.isdigit() else 0
-            if admin and not principal.is_master:
-                raise PermissionDenied("This endpoint needs the master key.")
+            if admin:
+                admin_access.admit(principal, name)
             response = await handler(rt, request, call)
         except GatewayError as exc:
             call.status, call.error = exc.status, exc.message

@@ -57,7 +57,7 @@ def test_document_is_valid_openapi_3_1() -> None:
     assert DOCUMENT["components"]["securitySchemes"]["masterKey"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "The gateway's master key.",
+        "description": "The master key or a gateway key (see the document description).",
     }
     assert DOCUMENT["security"] == [{"masterKey": []}]
     for name in ("KeyCreate", "KeyUpdate", "Key", "KeyWithSecret", "KeyList", "DeploymentList", "Error"):

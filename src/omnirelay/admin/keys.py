@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.admin.access import check_owner, own_scope
 from omnirelay.call import Call
-from omnirelay.errors import BadRequest, NotFound
+from omnirelay.errors import BadRequest, NotFound, PermissionDenied
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
 from omnirelay.security.keys import generate_key, key_hash, key_prefix
@@ -104,6 +105,13 @@ def parse_model(model: type[M], raw: bytes) -> M:
 
 async def create(rt: Runtime, request: Request, call: Call) -> Response:
     fields = parse_model(KeyFields, await read_body(request, MAX_BODY))
+    scope = own_scope(call)
+    if scope is not None:
+        if fields.user_id not in (None, scope):
+            raise PermissionDenied("A user may create keys only for itself.", param="user_id")
+        fields.user_id = scope
+    elif fields.user_id is not None and await rt.store.billing.get_user(fields.user_id) is None:
+        raise BadRequest(f"No user {fields.user_id!r}.", param="user_id", code="user_not_found")
     secret = generate_key()
     record = KeyRecord(
         id="key_" + secrets.token_hex(12),
@@ -133,26 +141,38 @@ async def list_keys(rt: Runtime, request: Request, call: Call) -> Response:
         offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
     except ValueError:
         raise BadRequest("limit and offset must be integers.", param="limit") from None
-    keys = await rt.store.list_keys(params.get("user_id"), limit, offset)
+    scope = own_scope(call)
+    keys = await rt.store.list_keys(scope or params.get("user_id"), limit, offset)
     return call.json_response(
         json.dumps({"object": "list", "data": [key_json(k) for k in keys], "limit": limit, "offset": offset})
     )
 
 
-async def _existing(rt: Runtime, request: Request) -> KeyRecord:
-    key = await rt.store.get_key(request.path_params["key_id"])
+async def _existing(rt: Runtime, request: Request, call: Call) -> KeyRecord:
+    key_id = request.path_params["key_id"]
+    key = await rt.store.get_key(key_id)
     if key is None:
-        raise NotFound(f"No API key {request.path_params['key_id']!r}.", code="key_not_found")
+        raise NotFound(f"No API key {key_id!r}.", code="key_not_found")
+    check_owner(call, key.user_id, f"API key {key_id!r}")
     return key
 
 
 async def get(rt: Runtime, request: Request, call: Call) -> Response:
-    return call.json_response(json.dumps(key_json(await _existing(rt, request))))
+    return call.json_response(json.dumps(key_json(await _existing(rt, request, call))))
 
 
 async def update(rt: Runtime, request: Request, call: Call) -> Response:
-    key = await _existing(rt, request)
+    key = await _existing(rt, request, call)
     changes = parse_model(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
+    scope = own_scope(call)
+    if scope is not None and changes.get("user_id", scope) != scope:
+        raise PermissionDenied("A user may not give its keys to another user.", param="user_id")
+    if (
+        scope is None
+        and changes.get("user_id")
+        and await rt.store.billing.get_user(changes["user_id"]) is None
+    ):
+        raise BadRequest(f"No user {changes['user_id']!r}.", param="user_id", code="user_not_found")
     if "expires_at" in changes:
         changes["expires_at"] = changes["expires_at"].timestamp() if changes["expires_at"] else None
     for name, value in changes.items():
@@ -163,7 +183,7 @@ async def update(rt: Runtime, request: Request, call: Call) -> Response:
 
 
 async def revoke(rt: Runtime, request: Request, call: Call) -> Response:
-    key = await _existing(rt, request)
+    key = await _existing(rt, request, call)
     key.status = "disabled"
     await rt.store.update_key(key)
     rt.auth.remember(key)

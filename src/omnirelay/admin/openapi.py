@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
 import omnirelay
 from omnirelay.admin.keys import KeyFields, KeyUpdate
+from omnirelay.admin.spec import Operation, QueryParam, model_schema, nullable, ref
 from omnirelay.admin.users import TopUp, UserCreate
 from omnirelay.call import Call
 from omnirelay.runtime import Runtime
@@ -26,35 +26,6 @@ from omnirelay.transport import json
 OPENAPI_VERSION = "3.1.0"
 TITLE = "OmniRelay admin API"
 SECURITY_SCHEME = "masterKey"
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": _REF + name}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-@dataclass(frozen=True, slots=True)
-class QueryParam:
-    name: str
-    schema: dict[str, Any]
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One admin operation. `body` and `response` name schemas under components/schemas."""
-
-    operation_id: str
-    summary: str
-    tag: str
-    response: str | None  # None: any JSON object
-    status: int = 200
-    body: str | None = None
-    query: tuple[QueryParam, ...] = ()
 
 
 _KEY_LIST_QUERY = (
@@ -118,6 +89,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
 }
 
+# Admin modules that describe their own operations: each has `OPERATIONS` and `schemas()`
+# (see omnirelay.admin.spec). A new admin module is one import and one entry here.
+EXTENSIONS: tuple[ModuleType, ...] = ()
+for _module in EXTENSIONS:
+    OPERATIONS.update(_module.OPERATIONS)
+
 # Starlette's `{name}` / `{name:convertor}` placeholders.
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
@@ -128,13 +105,6 @@ _ERROR_DESCRIPTIONS = {
     404: "No such object.",
     413: "The request body is too large.",
 }
-
-
-def _model_schema(model: type[BaseModel], title: str, defs: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=_REF + "{model}")
-    defs.update(schema.pop("$defs", {}))
-    schema["title"] = title
-    return schema
 
 
 def _limits_object() -> dict[str, Any]:
@@ -155,19 +125,19 @@ def _probe_result() -> dict[str, Any]:
 
 def component_schemas() -> dict[str, Any]:
     defs: dict[str, Any] = {}
-    nullable_int = _nullable({"type": "integer"})
-    nullable_strings = _nullable({"type": "array", "items": {"type": "string"}})
+    nullable_int = nullable({"type": "integer"})
+    nullable_strings = nullable({"type": "array", "items": {"type": "string"}})
     key: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "string"},
             "object": {"const": "api_key"},
             "prefix": {"type": "string", "description": "The start of the secret, for display."},
-            "name": _nullable({"type": "string"}),
-            "user_id": _nullable({"type": "string"}),
+            "name": nullable({"type": "string"}),
+            "user_id": nullable({"type": "string"}),
             "status": {"enum": ["active", "disabled"]},
             "created_at": {"type": "string", "format": "date-time"},
-            "expires_at": _nullable({"type": "string", "format": "date-time"}),
+            "expires_at": nullable({"type": "string", "format": "date-time"}),
             "quota": {**nullable_int, "description": "Credits in micro-units; null = unlimited."},
             "allowed_models": nullable_strings,
             "allowed_ips": nullable_strings,
@@ -201,26 +171,26 @@ def component_schemas() -> dict[str, Any]:
             "provider": {"type": "string"},
             "model": {"type": "string"},
             "upstream_model": {"type": "string"},
-            "key": _nullable({"type": "string", "description": "The upstream key, masked."}),
+            "key": nullable({"type": "string", "description": "The upstream key, masked."}),
             "priority": {"type": "integer"},
             "weight": {"type": "number"},
             "limits": _limits_object(),
             "learned_limits": _limits_object(),
             "usage": _limits_object(),
-            "cooldown": _nullable(_limits_object()),
-            "invalid": _nullable({"type": "string", "description": "Why the key was marked invalid."}),
+            "cooldown": nullable(_limits_object()),
+            "invalid": nullable({"type": "string", "description": "Why the key was marked invalid."}),
             "breaker": _limits_object(),
             "in_flight": {"type": "integer"},
-            "latency_ms": _nullable({"type": "number"}),
-            "last_error": _nullable(_limits_object()),
-            "health": _nullable(_ref("ProbeResult")),
+            "latency_ms": nullable({"type": "number"}),
+            "last_error": nullable(_limits_object()),
+            "health": nullable(ref("ProbeResult")),
         },
         "required": ["id", "provider", "model"],
     }
     schemas: dict[str, Any] = {
-        "KeyCreate": _model_schema(KeyFields, "KeyCreate", defs),
-        "UserCreate": _model_schema(UserCreate, "UserCreate", defs),
-        "TopUp": _model_schema(TopUp, "TopUp", defs),
+        "KeyCreate": model_schema(KeyFields, "KeyCreate", defs),
+        "UserCreate": model_schema(UserCreate, "UserCreate", defs),
+        "TopUp": model_schema(TopUp, "TopUp", defs),
         "User": {
             "type": "object",
             "properties": {
@@ -228,18 +198,18 @@ def component_schemas() -> dict[str, Any]:
                 "object": {"const": "user"},
                 "name": {"type": "string"},
                 "role": {"enum": ["admin", "user"]},
-                "group_id": _nullable({"type": "string"}),
+                "group_id": nullable({"type": "string"}),
                 "balance": {"type": "integer", "description": "Micro-units of credit."},
                 "status": {"type": "string"},
                 "created_at": {"type": "number"},
             },
             "required": ["id", "object", "name", "role", "balance"],
         },
-        "KeyUpdate": _model_schema(KeyUpdate, "KeyUpdate", defs),
+        "KeyUpdate": model_schema(KeyUpdate, "KeyUpdate", defs),
         "Key": key,
         "KeyWithSecret": {
             "allOf": [
-                _ref("Key"),
+                ref("Key"),
                 {
                     "type": "object",
                     "properties": {"key": {"type": "string", "description": "The secret, shown once."}},
@@ -251,7 +221,7 @@ def component_schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "object": {"const": "list"},
-                "data": {"type": "array", "items": _ref("Key")},
+                "data": {"type": "array", "items": ref("Key")},
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
             },
@@ -262,7 +232,7 @@ def component_schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "object": {"const": "list"},
-                "data": {"type": "array", "items": _ref("Deployment")},
+                "data": {"type": "array", "items": ref("Deployment")},
             },
             "required": ["object", "data"],
         },
@@ -270,14 +240,14 @@ def component_schemas() -> dict[str, Any]:
         "DeploymentProbe": {
             "allOf": [
                 {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
-                _ref("ProbeResult"),
+                ref("ProbeResult"),
             ]
         },
         "ProviderProbe": {
             "type": "object",
             "properties": {
                 "provider": {"type": "string"},
-                "results": {"type": "object", "additionalProperties": _ref("ProbeResult")},
+                "results": {"type": "object", "additionalProperties": ref("ProbeResult")},
             },
             "required": ["provider", "results"],
         },
@@ -289,8 +259,8 @@ def component_schemas() -> dict[str, Any]:
                     "properties": {
                         "message": {"type": "string"},
                         "type": {"type": "string"},
-                        "param": _nullable({"type": "string"}),
-                        "code": _nullable({"type": "string"}),
+                        "param": nullable({"type": "string"}),
+                        "code": nullable({"type": "string"}),
                     },
                     "required": ["message", "type", "param", "code"],
                 }
@@ -298,6 +268,8 @@ def component_schemas() -> dict[str, Any]:
             "required": ["error"],
         },
     }
+    for module in EXTENSIONS:
+        schemas.update(module.schemas())
     return {**defs, **schemas}
 
 
@@ -306,7 +278,7 @@ def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error(status: int) -> dict[str, Any]:
-    return {"description": _ERROR_DESCRIPTIONS[status], "content": _json_content(_ref("Error"))}
+    return {"description": _ERROR_DESCRIPTIONS[status], "content": _json_content(ref("Error"))}
 
 
 def _operation(method: str, path: str, name: str, row: Operation | None) -> dict[str, Any]:
@@ -331,7 +303,7 @@ def _operation(method: str, path: str, name: str, row: Operation | None) -> dict
         {"name": q.name, "in": "query", "required": False, "description": q.description, "schema": q.schema}
         for q in row.query
     ]
-    response_schema = _ref(row.response) if row.response else {"type": "object"}
+    response_schema = ref(row.response) if row.response else {"type": "object"}
     responses: dict[str, Any] = {
         str(row.status): {"description": row.summary, "content": _json_content(response_schema)}
     }
@@ -350,7 +322,7 @@ def _operation(method: str, path: str, name: str, row: Operation | None) -> dict
         op["requestBody"] = {
             # An empty body is read as `{}`.
             "required": False,
-            "content": _json_content(_ref(row.body)),
+            "content": _json_content(ref(row.body)),
         }
     op["responses"] = responses
     return op
@@ -370,17 +342,22 @@ def openapi_document(routes: Sequence[tuple[str, str, str, Any]]) -> dict[str, A
         "info": {
             "title": TITLE,
             "version": omnirelay.__version__,
-            "description": "Every operation needs the gateway's master key: `Authorization: Bearer <key>`.",
+            "description": (
+                "Send `Authorization: Bearer <key>`: the gateway's master key or the key of an admin "
+                "user. The self-service operations (keys, usage, request logs, IP audit, `me`) also "
+                "accept a key that belongs to a user with the role `user`; they show and change only "
+                "that user's own objects."
+            ),
         },
         "security": [{SECURITY_SCHEME: []}],
-        "tags": [{"name": "keys"}, {"name": "deployments"}, {"name": "meta"}],
+        "tags": [{"name": t} for t in sorted({op.tag for op in OPERATIONS.values()})],
         "paths": paths,
         "components": {
             "securitySchemes": {
                 SECURITY_SCHEME: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The gateway's master key.",
+                    "description": "The master key or a gateway key (see the document description).",
                 }
             },
             "schemas": component_schemas(),

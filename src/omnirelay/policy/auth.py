@@ -20,6 +20,7 @@ from omnirelay.errors import AuthenticationFailed, GatewayError, PermissionDenie
 from omnirelay.security.keys import key_hash as hash_key
 from omnirelay.state.base import Limits, RoutingState
 from omnirelay.storage.base import Store
+from omnirelay.storage.billing import UserRecord
 from omnirelay.storage.records import KeyRecord
 
 MASTER_KEY_PREFIX = "sk-or-master-"
@@ -38,9 +39,21 @@ class HasState(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who is calling. `user` is the owner of the key (when it has one): its role decides whether the
+    caller may use the admin API for everyone (admin) or only for its own keys and usage (user)."""
+
     key_id: str
     is_master: bool
     key: KeyRecord | None = None
+    user: UserRecord | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.is_master or (self.user is not None and self.user.role == "admin")
+
+    @property
+    def user_id(self) -> str | None:
+        return self.key.user_id if self.key is not None else None
 
     def may_use(self, model: str) -> bool:
         allowed = self.key.allowed_models if self.key is not None else None
@@ -83,10 +96,25 @@ class Authenticator:
         self._store = store
         self._limits = limits  # whose `state` counts the keys' rpm/rpd/tpm (the routing state)
         self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._users: dict[str, tuple[UserRecord | None, float]] = {}
 
     def remember(self, key: KeyRecord) -> None:
         """Make a created or changed key effective at once (this process)."""
         self._cache[key.key_hash] = (key, time.monotonic())
+
+    def remember_user(self, user: UserRecord) -> None:
+        """Make a changed user (role, status) effective at once (this process)."""
+        self._users[user.id] = (user, time.monotonic())
+
+    async def _owner(self, user_id: str) -> UserRecord | None:
+        hit = self._users.get(user_id)
+        if hit is not None and time.monotonic() - hit[1] < KEY_CACHE_SECONDS:
+            return hit[0]
+        user = await self._store.billing.get_user(user_id) if self._store is not None else None
+        if len(self._users) > 100_000:
+            self._users.clear()
+        self._users[user_id] = (user, time.monotonic())
+        return user
 
     async def _lookup(self, key_hash: str) -> KeyRecord | None:
         hit = self._cache.get(key_hash)
@@ -119,6 +147,9 @@ class Authenticator:
         if key.expires_at is not None and key.expires_at <= now:
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.expires_at))
             raise AuthenticationFailed(f"This API key expired at {when}.", code="key_expired")
+        user = await self._owner(key.user_id) if key.user_id else None
+        if user is not None and user.status != "active":
+            raise AuthenticationFailed("The user who owns this API key is disabled.", code="user_disabled")
         if key.allowed_ips is not None and not _ip_allowed(client_ip, key.allowed_ips):
             raise PermissionDenied(f"This API key may not be used from {client_ip}.", code="ip_not_allowed")
         if self._limits is not None and (key.rpm or key.rpd or key.tpm):
@@ -134,4 +165,4 @@ class Authenticator:
                     code="rate_limit_exceeded",
                     headers={"retry-after": str(wait)},
                 )
-        return Principal(key_id=key.id, is_master=False, key=key)
+        return Principal(key_id=key.id, is_master=False, key=key, user=user)
