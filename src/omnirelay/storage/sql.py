@@ -23,7 +23,7 @@ _RESPONSE_FIELDS = [f.name for f in dataclasses.fields(StoredResponse)]
 _KEY_FIELDS = [f.name for f in dataclasses.fields(KeyRecord)]
 # The newest migration. A database already there skips loading Alembic at all (it costs ~10 MB of
 # memory and a noticeable start-up time); tests check this matches the migrations directory.
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0009"
 
 
 def sqlite_url(data_dir: str | Path) -> str:
