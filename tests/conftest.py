@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,11 +21,34 @@ from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.anthropic_upstream import create_app as create_anthropic_fake
 from tests.fakes.gemini_upstream import FakeGeminiState
 from tests.fakes.gemini_upstream import create_app as create_gemini_fake
+from tests.secret_guard import GUARD
 
 MASTER_KEY = "sk-or-test-master-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-upstream-cccccccccccccccc"
 GEMINI_KEY = "gemini-upstream-key-dddddddddddd"
 UPSTREAM_KEYS = ["sk-upstream-aaaaaaaaaaaaaaaa", "sk-upstream-bbbbbbbbbbbbbbbb"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch every log line of the run for secrets (tests/secret_guard.py)."""
+    for secret in (MASTER_KEY, ANTHROPIC_KEY, GEMINI_KEY, *UPSTREAM_KEYS):
+        GUARD.add_secret(secret)
+    logging.getLogger().addHandler(GUARD)
+    logging.getLogger("omnirelay").setLevel(logging.DEBUG)  # debug lines must be clean too
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    logging.getLogger().removeHandler(GUARD)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+    if reporter is not None and not GUARD.leaks:
+        reporter.write_line(f"secret guard: {GUARD.lines} gateway log lines checked, no secret found")
+    if GUARD.leaks:
+        lines = [f"SECRET IN A LOG LINE ({len(GUARD.leaks)} found):", *GUARD.leaks[:20]]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 FAKE_MODELS = [
     "gpt-4o-mini",
     {"name": "fast", "upstream": "gpt-4o-mini"},

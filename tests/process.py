@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.secret_guard import GUARD
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -67,4 +69,5 @@ class GatewayProcess:
             self.proc.terminate()
         out, _ = self.proc.communicate(timeout=timeout)
         self.output += out or ""
+        GUARD.check_process_output("omnirelay serve", self.output)
         return self.output
