@@ -49,6 +49,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line("\n".join(lines), red=True, bold=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 FAKE_MODELS = [
     "gpt-4o-mini",
     {"name": "fast", "upstream": "gpt-4o-mini"},

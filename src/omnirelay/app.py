@@ -19,9 +19,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from omnirelay.admin import access as admin_access
+from omnirelay.admin import channels as admin_channels
 from omnirelay.admin import deployments as admin_deployments
+from omnirelay.admin import groups as admin_groups
 from omnirelay.admin import keys as admin_keys
+from omnirelay.admin import me as admin_me
 from omnirelay.admin import openapi as admin_openapi
+from omnirelay.admin import prices as admin_prices
+from omnirelay.admin import redemption as admin_redemption
+from omnirelay.admin import usage as admin_usage
 from omnirelay.admin import users as admin_users
 from omnirelay.call import Call
 from omnirelay.config import Config
@@ -31,6 +37,7 @@ from omnirelay.pipeline import anthropic as anthropic_surface
 from omnirelay.pipeline import gemini as gemini_surface
 from omnirelay.pipeline import openai as openai_surface
 from omnirelay.pipeline import responses as responses_surface
+from omnirelay.policy import free_tier
 from omnirelay.runtime import Runtime, start_runtime
 from omnirelay.transport import json
 from omnirelay.transport.responses import StreamResponse
@@ -60,8 +67,11 @@ def error_response(
     if extra:
         headers.update(extra)
     headers["x-request-id"] = request_id
+    # A protocol may answer some refusals with its own status (Anthropic: 402 for billing).
+    error_status: Callable[[GatewayError], int] | None = getattr(ingress, "error_status", None)
+    status = error_status(err) if error_status is not None else err.status
     return Response(
-        ingress.error_body(err), status_code=err.status, headers=headers, media_type="application/json"
+        ingress.error_body(err), status_code=status, headers=headers, media_type="application/json"
     )
 
 
@@ -90,17 +100,40 @@ def endpoint(
             call.request_bytes = int(length) if length and length.isdigit() else 0
             if admin:
                 admin_access.admit(principal, name)
+            elif free_tier.enabled(rt.config.billing.free_tier):
+                family = free_tier.family(name, request.method, request.path_params.get("target"))
+                if family is not None:
+                    await free_tier.admit(
+                        rt.config.billing.free_tier,
+                        rt.dispatcher.state,
+                        principal,
+                        family,
+                        call.client_ip,
+                        call.ts,
+                    )
+            if not admin:  # opt-in body logging (never of admin calls: they can carry secrets)
+                call.bodies = rt.body_log.capture_for(principal.key)
+                if call.bodies is not None:
+                    request = call.bodies.tee_request(request)
             response = await handler(rt, request, call)
         except GatewayError as exc:
-            call.status, call.error = exc.status, exc.message
+            failed = error_response(exc, call.request_id, call.headers(), ingress)
+            call.status, call.error = failed.status_code, exc.message  # as the client saw it (402)
+            if call.bodies is not None:
+                call.bodies.tee_response(failed)
             await rt.settle(call)
-            return error_response(exc, call.request_id, call.headers(), ingress)
+            return failed
         except Exception:
             log.exception("request %s failed inside the gateway", call.request_id)
             err = GatewayError("The gateway failed to process the request.", status=500)
             call.status, call.error = 500, "internal error"
+            failed = error_response(err, call.request_id, ingress=ingress)
+            if call.bodies is not None:
+                call.bodies.tee_response(failed)
             await rt.settle(call)
-            return error_response(err, call.request_id, ingress=ingress)
+            return failed
+        if call.bodies is not None:
+            call.bodies.tee_response(response)
         if isinstance(response, StreamResponse):
 
             async def on_close(disconnected: bool) -> None:
@@ -193,6 +226,35 @@ ADMIN_ROUTES = [
     ("POST", "/admin/api/users", "admin.users", admin_users.create),
     ("GET", "/admin/api/users/{user_id}", "admin.users", admin_users.get),
     ("POST", "/admin/api/users/{user_id}/topup", "admin.users", admin_users.topup),
+    ("GET", "/admin/api/users", "admin.users", admin_users.list_users),
+    ("PATCH", "/admin/api/users/{user_id}", "admin.users", admin_users.update),
+    ("GET", "/admin/api/users/{user_id}/ledger", "admin.users", admin_users.ledger),
+    ("GET", "/admin/api/me", "admin.me", admin_me.get),
+    ("GET", "/admin/api/me/ledger", "admin.me", admin_me.ledger),
+    ("POST", "/admin/api/me/redeem", "admin.me", admin_me.redeem),
+    ("POST", "/admin/api/redemption-codes", "admin.redemption_codes", admin_redemption.create),
+    ("GET", "/admin/api/redemption-codes", "admin.redemption_codes", admin_redemption.list_codes),
+    ("GET", "/admin/api/usage", "admin.usage", admin_usage.summary),
+    ("GET", "/admin/api/logs", "admin.logs", admin_usage.search),
+    ("GET", "/admin/api/logs/{request_id}", "admin.logs", admin_usage.get_log),
+    ("GET", "/admin/api/ip-audit", "admin.ip_audit", admin_usage.ip_audit),
+    # provider channels (credentials encrypted at rest), prices, groups: admin/channels, prices, groups
+    ("POST", "/admin/api/providers", "admin.providers", admin_channels.create),
+    ("GET", "/admin/api/providers", "admin.providers", admin_channels.list_providers),
+    ("GET", "/admin/api/providers/{name}", "admin.providers", admin_channels.get),
+    ("PATCH", "/admin/api/providers/{name}", "admin.providers", admin_channels.update),
+    ("DELETE", "/admin/api/providers/{name}", "admin.providers", admin_channels.delete),
+    ("POST", "/admin/api/providers/{name}/enable", "admin.providers", admin_channels.enable),
+    ("POST", "/admin/api/providers/{name}/disable", "admin.providers", admin_channels.disable),
+    ("POST", "/admin/api/providers/{name}/test", "admin.providers", admin_channels.test),
+    ("GET", "/admin/api/prices", "admin.prices", admin_prices.list_prices),
+    ("GET", "/admin/api/prices/{model:path}", "admin.prices", admin_prices.get),
+    ("PUT", "/admin/api/prices/{model:path}", "admin.prices", admin_prices.put),
+    ("DELETE", "/admin/api/prices/{model:path}", "admin.prices", admin_prices.delete),
+    ("POST", "/admin/api/groups", "admin.groups", admin_groups.create),
+    ("GET", "/admin/api/groups", "admin.groups", admin_groups.list_groups),
+    ("GET", "/admin/api/groups/{group_id}", "admin.groups", admin_groups.get),
+    ("PATCH", "/admin/api/groups/{group_id}", "admin.groups", admin_groups.update),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [

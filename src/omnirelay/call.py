@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from starlette.responses import Response
 
+from omnirelay.accounting.bodies import BodyCapture
 from omnirelay.canonical.usage import Usage
 from omnirelay.policy.auth import Principal
 from omnirelay.routing.router import Deployment
@@ -18,6 +19,8 @@ class Call:
 
     __slots__ = (
         "attempts",
+        "billable",
+        "bodies",
         "client_ip",
         "cost",
         "deployment",
@@ -63,7 +66,9 @@ class Call:
         self.reserved = 0  # micro-units held against the key's quota while in flight
         self.cost = 0  # micro-units charged, once settled
         self.unpriced = False
+        self.billable = True  # False for free operations that still report tokens (count_tokens)
         self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
+        self.bodies: BodyCapture | None = None  # set when its bodies are logged
 
     def served_by(self, dep: Deployment) -> None:
         self.provider = dep.provider.name

@@ -301,6 +301,56 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored provider credential under a new encryption key, in place."""
+    from omnirelay.channels import rotate_encryption_key
+    from omnirelay.security.secrets import SecretError
+    from omnirelay.storage.sql import open_store, sqlite_url
+
+    config = _config(args.config)
+    data_dir = _data_dir(args.data_dir, config)
+
+    async def run() -> object:
+        store = open_store(config.database_url or sqlite_url(data_dir))
+        await store.start()
+        try:
+            return await rotate_encryption_key(store, data_dir, os.environ)
+        finally:
+            await store.close()
+
+    try:
+        result = asyncio.run(run())
+    except SecretError as exc:
+        print(f"omnirelay rotate-encryption-key: {exc}", file=sys.stderr)
+        return 1
+    from omnirelay.channels import Rotation
+
+    assert isinstance(result, Rotation)
+    print(
+        f"re-encrypted the credentials of {result.channels} channel(s): "
+        f"key {result.old_key_id} -> {result.new_key_id}"
+    )
+    if result.from_env:
+        print(
+            "Now set OMNIRELAY_ENCRYPTION_KEY to the value of OMNIRELAY_NEW_ENCRYPTION_KEY, unset "
+            "OMNIRELAY_NEW_ENCRYPTION_KEY, and restart the gateway."
+        )
+    else:
+        key_file = data_dir / "encryption.key"
+        print(f"The new key is in {key_file} (mode 0600): back it up; restart the gateway.")
+    return 0
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    listed = _admin(args, "GET", "/admin/api/providers")
+    assert isinstance(listed, dict)
+    for p in listed["data"]:
+        state = "enabled" if p["enabled"] else "disabled"
+        keys = ", ".join(p["api_keys"]) or "no key"
+        print(f"{p['name']:24} {p['source']:6} {state:8} {p['type']:18} {len(p['models'])} model(s) [{keys}]")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnirelay", description="A self-hosted LLM API gateway.")
     p.add_argument("--version", action="version", version=f"omnirelay {__version__}")
@@ -379,6 +429,19 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--data-dir")
     usage.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
     usage.set_defaults(fn=cmd_usage)
+
+    rotate = sub.add_parser(
+        "rotate-encryption-key",
+        help="re-encrypt stored provider credentials under a new key (stop the gateway first)",
+    )
+    rotate.add_argument("--config", "-c")
+    rotate.add_argument("--data-dir")
+    rotate.set_defaults(fn=cmd_rotate_key)
+
+    providers = sub.add_parser("providers", help="list the providers of a running gateway")
+    providers_sub = providers.add_subparsers(dest="action", required=True)
+    admin_args(providers_sub.add_parser("list", help="config and API providers, keys masked"))
+    providers.set_defaults(fn=cmd_providers)
 
     mk = sub.add_parser("master-key", help="manage the master key")
     mk.add_argument("--reset", action="store_true", help="generate a new master key and print it")

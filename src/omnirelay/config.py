@@ -199,17 +199,46 @@ class PriceConfig(_Strict):
     per_request: Credits = 0
 
 
+FreeTierFamily = Literal["chat", "embeddings"]
+
+
+class FreeTierConfig(_Strict):
+    """Daily request caps (UTC days) per client IP across keys and per key, counted separately per
+    endpoint family; the master key is exempt. A family left out is not capped."""
+
+    per_ip_daily: dict[FreeTierFamily, int] = Field(default_factory=dict)
+    per_key_daily: dict[FreeTierFamily, int] = Field(default_factory=dict)
+
+    @field_validator("per_ip_daily", "per_key_daily")
+    @classmethod
+    def _positive(cls, value: dict[FreeTierFamily, int]) -> dict[FreeTierFamily, int]:
+        for family, cap in value.items():
+            if cap < 1:
+                raise ValueError(f"the {family} cap must be at least 1 (leave it out for no cap)")
+        return value
+
+
 class BillingConfig(_Strict):
     # A model with no price (neither shipped nor configured): "free" serves it, charges nothing and
     # flags the usage record; "refuse" answers 403 before calling the upstream.
     unpriced_models: Literal["free", "refuse"] = "free"
     # The output bound of a quota reservation when the request declares no max_tokens.
     default_max_output_tokens: int = Field(4096, ge=1)
+    free_tier: FreeTierConfig = Field(default_factory=FreeTierConfig)
 
 
 class UsageConfig(_Strict):
     flush_interval_seconds: float = Field(0.5, gt=0)
     max_batch: int = Field(1000, ge=1)
+
+
+class LoggingConfig(_Strict):
+    """Request/response body logging (off by default: bodies hold what users write). A key's own
+    `log_bodies` (true/false) overrides `bodies`. Headers are never logged."""
+
+    bodies: bool = False
+    body_retention_days: float = Field(7.0, gt=0)  # older bodies are deleted (hourly and at start)
+    max_body_bytes: int = Field(64 * 1024, ge=0)  # each of request and response is cut here
 
 
 class Config(_Strict):
@@ -219,6 +248,7 @@ class Config(_Strict):
     http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     server: ServerConfig = Field(default_factory=ServerConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     routing: RoutingConfig = Field(default_factory=lambda: RoutingConfig())
     providers: list[ProviderConfig] = Field(default_factory=list)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)

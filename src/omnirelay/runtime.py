@@ -6,13 +6,22 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from omnirelay.accounting.prices import Price, PriceCatalog, UnpricedModel, charge, estimate
+from omnirelay.accounting.bodies import BodyLog
+from omnirelay.accounting.prices import (
+    PriceCatalog,
+    UnpricedModel,
+    charge,
+    estimate,
+    price_multiplier,
+)
 from omnirelay.accounting.quota import QuotaBook, Wallets, spending_batches
 from omnirelay.accounting.recorder import BatchWriter
 from omnirelay.call import Call
+from omnirelay.channels import ChannelManager, load_ring
 from omnirelay.config import Config
 from omnirelay.errors import PermissionDenied
 from omnirelay.policy.auth import Authenticator, generate_master_key
@@ -49,8 +58,10 @@ class Runtime:
     health: HealthChecker
     auth: Authenticator
     started: int
+    body_log: BodyLog  # opt-in request/response bodies and their retention
     responses: ResponseArchive | None = None
     new_master_key: str | None = None  # set only when this start generated it
+    channels: ChannelManager | None = None  # providers and prices made through the admin API
 
     def finish(self, call: Call) -> None:
         """Leave the usage record of a finished request (buffered; written in the background)."""
@@ -79,8 +90,11 @@ class Runtime:
                 cost=call.cost,
                 unpriced=call.unpriced,
                 error=call.error[:500] if call.error else None,
+                user_id=call.principal.user_id if call.principal is not None else None,
             )
         )
+        if call.bodies is not None:
+            self.body_log.record(call.request_id, call.ts, call.bodies)
 
     def resolve(self, call: Call, model: str, body: dict[str, Any] | None = None) -> Route:
         """The route for a model the caller may use (a key's `allowed_models`)."""
@@ -98,7 +112,7 @@ class Runtime:
             key.user_id if key is not None and key.user_id and self.wallets.known(key.user_id) else None
         )
         if key is not None and (key.quota is not None or charged_user):
-            held = self._estimate(route, model, body or {}, call.request_bytes)
+            held = self._estimate(route, model, body or {}, call.request_bytes, self._multiplier(call))
             if charged_user:
                 self.wallets.reserve(charged_user, held)
             try:
@@ -110,7 +124,26 @@ class Runtime:
             call.reserved = held
         return route
 
-    def _estimate(self, route: Route, model: str, body: dict[str, Any], request_bytes: int) -> int:
+    @staticmethod
+    def _multiplier(call: Call) -> Fraction:
+        """The caller's price multiplier: its user's group multiplier times its key's own."""
+        principal = call.principal
+        if principal is None or principal.key is None:
+            return Fraction(1)
+        group = principal.group
+        return price_multiplier(
+            (group.multiplier_num, group.multiplier_den) if group is not None else None,
+            principal.key.price_multiplier,
+        )
+
+    def _estimate(
+        self,
+        route: Route,
+        model: str,
+        body: dict[str, Any],
+        request_bytes: int,
+        multiplier: Fraction | int = 1,
+    ) -> int:
         """An upper bound of the request's cost (see accounting.quota)."""
         dep = route.deployments[0]
         price = self.prices.lookup(dep.upstream_model, dep.provider.name) or self.prices.lookup(model)
@@ -124,7 +157,12 @@ class Runtime:
             or (config.get("maxOutputTokens") if isinstance(config, dict) else None)
         )
         max_out = declared if isinstance(declared, int) and declared > 0 else None
-        return estimate(price, request_bytes, max_out or self.config.billing.default_max_output_tokens)
+        return estimate(
+            price,
+            request_bytes,
+            max_out or self.config.billing.default_max_output_tokens,
+            multiplier=multiplier,
+        )
 
     def models(self, call: Call) -> list[tuple[str, str]]:
         """(model id, owner) of the models the caller may use."""
@@ -163,14 +201,14 @@ class Runtime:
 
     def _cost(self, call: Call) -> tuple[int, bool]:
         """What the request costs at the price of the model that served it (exact micro-units)."""
-        if call.usage is None or call.provider is None or call.upstream_model is None:
+        if not call.billable or call.usage is None or call.provider is None or call.upstream_model is None:
             return 0, False
         price = self.prices.lookup(call.upstream_model, call.provider)
         if price is None:
             price = self.prices.lookup(call.model)
         if price is None:
             return 0, True
-        return charge(price, call.usage), False
+        return charge(price, call.usage, multiplier=self._multiplier(call)), False
 
     async def close(self) -> None:
         await self.health.close()
@@ -178,8 +216,11 @@ class Runtime:
         await self.ledger.close()
         await self.dispatcher.state.close()
         await self.recorder.close()
+        await self.body_log.close()
         if self.responses is not None:
             await self.responses.writer.close()
+        if self.channels is not None:
+            await self.channels.close()
         for provider in self.providers:
             await provider.close()
         await self.store.close()
@@ -210,7 +251,16 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
     recorder.start()
     responses = ResponseArchive(store, config.usage.flush_interval_seconds)
     responses.writer.start()
-    providers = build_providers(config)
+    body_log = BodyLog(
+        store,
+        config.logging.bodies,
+        config.logging.max_body_bytes,
+        config.logging.body_retention_days,
+        config.usage.flush_interval_seconds,
+    )
+    body_log.start()
+    channels = ChannelManager(store, load_ring(data_dir, os.environ), config)
+    providers = build_providers(config) + await channels.load()
     router = Router(providers, config)
     dispatcher = Dispatcher(MemoryRoutingState(), config.routing)
     health = HealthChecker(router, dispatcher, config.routing.health)
@@ -236,15 +286,15 @@ async def start_runtime(config: Config, data_dir: Path) -> Runtime:
         wallets=Wallets(),
         ledger=ledger,
         spending=spending,
-        prices=PriceCatalog(
-            overrides={name: Price.from_credits(**p.model_dump()) for name, p in config.prices.items()}
-        ),
+        prices=channels.price_catalog(),  # config prices under the admin API's overrides
         dispatcher=dispatcher,
         health=health,
         auth=Authenticator(master_hash, store, dispatcher),
         started=int(time.time()),
+        body_log=body_log,
         new_master_key=new_key,
         responses=responses,
+        channels=channels,
     )
 
 

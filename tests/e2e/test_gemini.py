@@ -10,6 +10,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from omnirelay.accounting.tokenizer import count_text
 from tests.conftest import GEMINI_KEY, MASTER_KEY, Gateway
 from tests.fakes import FakeState
 from tests.fakes.gemini_upstream import FakeGeminiState
@@ -147,7 +148,8 @@ def test_embeddings(client: genai.Client, model: str) -> None:
 
 
 def test_count_tokens_and_models(client: genai.Client) -> None:
-    assert (client.models.count_tokens(model="mock", contents="a" * 400).total_tokens or 0) >= 100
+    counted = client.models.count_tokens(model="mock", contents="a" * 400).total_tokens
+    assert counted == 3 + count_text("user", "mock") + count_text("a" * 400, "mock") + 3
     names = [m.name for m in client.models.list()]
     assert "models/mock" in names and "models/gemini-2.5-flash" in names
 

@@ -76,6 +76,7 @@ FAILURE_MODELS: dict[str, str] = {
     "cut-stream": "stream: role chunk + 2 content chunks, then the connection is dropped (no [DONE])",
     "slow-first-byte": "sleep FakeState.slow_seconds before sending anything, then answer normally",
     "slow-stream": "stream normally but sleep FakeState.chunk_delay between events",
+    "no-usage": "answer normally but never report usage (an old vLLM/Ollama), even when a stream asks",
 }
 
 SYSTEM_FINGERPRINT = "fp_fake0penai"
@@ -101,6 +102,8 @@ class FakeState:
     system_fingerprint: str = SYSTEM_FINGERPRINT
     #: Streams whose client (the gateway) went away before the stream ended.
     disconnects: int = 0
+    #: The SSE events the latest stream actually sent, in order (what a client could have received).
+    sent_events: list[bytes] = field(default_factory=list)
 
     @property
     def last_request(self) -> RecordedRequest:
@@ -252,6 +255,9 @@ class _EventStream(Response):
                     return
 
         watcher = asyncio.ensure_future(watch_disconnect())
+        sent: list[bytes] = []
+        if self.state is not None:
+            self.state.sent_events = sent
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
@@ -266,6 +272,7 @@ class _EventStream(Response):
                 if disconnected.is_set():
                     return
                 await send({"type": "http.response.body", "body": event, "more_body": True})
+                sent.append(event)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
@@ -913,7 +920,7 @@ def _stream_response(events: list[bytes], body: dict[str, Any], state: FakeState
     headers = _base_headers()
     headers["cache-control"] = "no-cache"
     if model == "cut-stream":
-        return _EventStream(events, headers=headers, drop_after=3)
+        return _EventStream(events, headers=headers, drop_after=3, state=state)
     if model == "bad-stream-json":
         broken = events[1][: max(8, len(events[1]) // 2)].rstrip(b"\n") + b"\n\n"
         return _EventStream([events[0], broken, _SSE_DONE], headers=headers)
@@ -1043,9 +1050,13 @@ def create_app(state: FakeState) -> Starlette:
                 param="messages",
                 code="empty_array",
             )
+        if body.get("model") == "no-usage":
+            body = {k: v for k, v in body.items() if k != "stream_options"}
         if body.get("stream") is True:
             return _stream_response(_chat_stream_events(body, state), body, state)
         result = _chat_completion(body, state)
+        if body.get("model") == "no-usage":
+            del result["usage"]
         if body.get("model") == "bad-json":
             return _bad_json_response(result)
         return _json_response(result)

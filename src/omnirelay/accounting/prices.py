@@ -232,6 +232,55 @@ def estimate(
     return math.ceil(amount)
 
 
+# --- multipliers ----------------------------------------------------------------------------------
+
+MAX_MULTIPLIER = 1000  # a per-key multiplier above this is refused (a typo, not a price)
+MAX_MULTIPLIER_DECIMALS = 12
+
+
+def parse_multiplier(text: str) -> Fraction:
+    """A per-key price multiplier given as an exact decimal string ("1.5", "0.25"), as a `Fraction`.
+
+    Raises `ValueError` for anything else: not a plain decimal, negative, over `MAX_MULTIPLIER`, or
+    more than `MAX_MULTIPLIER_DECIMALS` decimal places.
+    """
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", text.strip()):
+        raise ValueError(f"a multiplier must be a non-negative decimal string such as '1.5', not {text!r}")
+    exact = Fraction(Decimal(text.strip()))
+    if exact > MAX_MULTIPLIER:
+        raise ValueError(f"a multiplier must be at most {MAX_MULTIPLIER}, not {text.strip()!r}")
+    if exact * 10**MAX_MULTIPLIER_DECIMALS % 1:
+        raise ValueError(f"a multiplier has at most {MAX_MULTIPLIER_DECIMALS} decimal places, not {text!r}")
+    return exact
+
+
+def multiplier_text(value: Fraction) -> str:
+    """The canonical decimal string of a multiplier ("1.5", "2", "0.25"); a fraction with no exact
+    decimal form (one stored as 1/3) is written "1/3"."""
+    den = value.denominator
+    for factor in (2, 5):
+        while den % factor == 0:
+            den //= factor
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def price_multiplier(group: tuple[int, int] | None = None, key: str | Fraction | None = None) -> Fraction:
+    """The exact factor applied to a request's price: the user's group multiplier (num, den) times the
+    key's own multiplier (a decimal string or Fraction); either missing counts as 1."""
+    factor = Fraction(1)
+    if group is not None:
+        num, den = group
+        if den <= 0 or num < 0:
+            raise ValueError(f"a group multiplier needs num >= 0 and den > 0, not {num}/{den}")
+        factor *= Fraction(num, den)
+    if key is not None:
+        factor *= parse_multiplier(key) if isinstance(key, str) else _multiplier(key)
+    return factor
+
+
 # --- default prices -------------------------------------------------------------------------------
 
 PRICES_AS_OF = "2025-10"

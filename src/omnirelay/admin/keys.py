@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.prices import multiplier_text, parse_multiplier
 from omnirelay.admin.access import check_owner, own_scope
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound, PermissionDenied
@@ -39,6 +40,21 @@ class KeyFields(BaseModel):
     rpd: int | None = Field(None, ge=1, le=BIGINT)
     tpm: int | None = Field(None, ge=1, le=BIGINT)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Log this key's request/response bodies (true/false); null = the gateway's setting. Admins only.
+    log_bodies: bool | None = None
+    # An exact decimal string ("1.5"), times the user's group multiplier; null = 1. Admins only.
+    price_multiplier: str | None = Field(None, max_length=32)
+
+    @field_validator("price_multiplier", mode="before")
+    @classmethod
+    def _exact_multiplier(cls, value: Any) -> Any:
+        if isinstance(value, bool | float):
+            raise ValueError('give the multiplier as a decimal string such as "1.5" (exact)')
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str):
+            value = multiplier_text(parse_multiplier(value))
+        return value
 
     @field_validator("allowed_ips")
     @classmethod
@@ -90,6 +106,8 @@ def key_json(key: KeyRecord) -> dict[str, Any]:
         "rpd": key.rpd,
         "tpm": key.tpm,
         "metadata": key.metadata,
+        "log_bodies": key.log_bodies,
+        "price_multiplier": key.price_multiplier,
     }
 
 
@@ -106,6 +124,10 @@ def parse_model(model: type[M], raw: bytes) -> M:
 async def create(rt: Runtime, request: Request, call: Call) -> Response:
     fields = parse_model(KeyFields, await read_body(request, MAX_BODY))
     scope = own_scope(call)
+    if scope is not None and fields.log_bodies is not None:
+        raise PermissionDenied("Only an admin may set a key's body logging.", param="log_bodies")
+    if scope is not None and fields.price_multiplier is not None:
+        raise PermissionDenied("Only an admin may set a key's price multiplier.", param="price_multiplier")
     if scope is not None:
         if fields.user_id not in (None, scope):
             raise PermissionDenied("A user may create keys only for itself.", param="user_id")
@@ -128,6 +150,8 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
         rpd=fields.rpd,
         tpm=fields.tpm,
         metadata=fields.metadata,
+        log_bodies=fields.log_bodies,
+        price_multiplier=fields.price_multiplier,
     )
     await rt.store.add_key(record)
     rt.auth.remember(record)
@@ -165,6 +189,10 @@ async def update(rt: Runtime, request: Request, call: Call) -> Response:
     key = await _existing(rt, request, call)
     changes = parse_model(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
     scope = own_scope(call)
+    if scope is not None and "log_bodies" in changes:
+        raise PermissionDenied("Only an admin may set a key's body logging.", param="log_bodies")
+    if scope is not None and "price_multiplier" in changes:
+        raise PermissionDenied("Only an admin may set a key's price multiplier.", param="price_multiplier")
     if scope is not None and changes.get("user_id", scope) != scope:
         raise PermissionDenied("A user may not give its keys to another user.", param="user_id")
     if (

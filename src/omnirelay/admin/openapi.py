@@ -16,6 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import omnirelay
+from omnirelay.admin import channels as admin_channels
+from omnirelay.admin import groups as admin_groups
+from omnirelay.admin import me as admin_me
+from omnirelay.admin import prices as admin_prices
+from omnirelay.admin import redemption as admin_redemption
+from omnirelay.admin import usage as admin_usage
+from omnirelay.admin import users as admin_users
 from omnirelay.admin.keys import KeyFields, KeyUpdate
 from omnirelay.admin.spec import Operation, QueryParam, model_schema, nullable, ref
 from omnirelay.admin.users import TopUp, UserCreate
@@ -91,7 +98,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 
 # Admin modules that describe their own operations: each has `OPERATIONS` and `schemas()`
 # (see omnirelay.admin.spec). A new admin module is one import and one entry here.
-EXTENSIONS: tuple[ModuleType, ...] = ()
+EXTENSIONS: tuple[ModuleType, ...] = (
+    admin_users,
+    admin_me,
+    admin_redemption,
+    admin_usage,
+    admin_channels,
+    admin_prices,
+    admin_groups,
+)
 for _module in EXTENSIONS:
     OPERATIONS.update(_module.OPERATIONS)
 
@@ -145,6 +160,14 @@ def component_schemas() -> dict[str, Any]:
             "rpd": nullable_int,
             "tpm": nullable_int,
             "metadata": {"type": "object", "additionalProperties": True},
+            "log_bodies": {
+                **nullable({"type": "boolean"}),
+                "description": "Log this key's request/response bodies; null = the gateway's setting.",
+            },
+            "price_multiplier": {
+                **nullable({"type": "string"}),
+                "description": "Exact decimal, times the user's group multiplier; null = 1.",
+            },
         },
         "required": [
             "id",

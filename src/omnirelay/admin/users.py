@@ -1,4 +1,5 @@
-"""`/admin/api/users`: create and read users, and top up their balance (a ledger entry)."""
+"""`/admin/api/users`: create, list, read and change users, top up their balance (a ledger entry) and
+read their ledger."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
+from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
-from omnirelay.storage.billing import UserRecord
+from omnirelay.storage.billing import LedgerEntry, UserRecord
 from omnirelay.transport import json
 
 
@@ -25,6 +27,15 @@ class UserCreate(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     role: Literal["admin", "user"] = "user"
     group_id: str | None = Field(None, max_length=64)
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=256)
+    role: Literal["admin", "user"] | None = None
+    status: Literal["active", "disabled"] | None = None
+    group_id: str | None = Field(None, max_length=64)  # null: no group
 
 
 class TopUp(BaseModel):
@@ -45,6 +56,40 @@ def user_json(user: UserRecord) -> dict[str, Any]:
         "status": user.status,
         "created_at": user.created_at,
     }
+
+
+def ledger_json(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "object": "ledger_entry",
+        "ts": entry.ts,
+        "amount": entry.amount,
+        "kind": entry.kind,
+        "key_id": entry.key_id,
+        "request_id": entry.request_id,
+        "note": entry.note,
+    }
+
+
+def page(request: Request) -> tuple[int, int]:
+    """`limit` (clamped to 1..1000, default 100) and `offset` from the query string."""
+    params = request.query_params
+    try:
+        limit = min(max(int(params.get("limit", "100")), 1), 1000)
+        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
+    except ValueError:
+        raise BadRequest("limit and offset must be integers.", param="limit") from None
+    return limit, offset
+
+
+def page_json(items: list[dict[str, Any]], limit: int, offset: int) -> bytes:
+    return json.dumps({"object": "list", "data": items, "limit": limit, "offset": offset})
+
+
+async def ledger_page(rt: Runtime, request: Request, call: Call, user_id: str) -> Response:
+    limit, offset = page(request)
+    entries = await rt.store.billing.ledger(user_id, limit, offset)
+    return call.json_response(page_json([ledger_json(e) for e in entries], limit, offset))
 
 
 async def _user(rt: Runtime, user_id: str) -> UserRecord:
@@ -82,3 +127,82 @@ async def topup(rt: Runtime, request: Request, call: Call) -> Response:
     await rt.store.billing.topup(user.id, fields.amount, fields.note)
     rt.wallets.credit(user.id, fields.amount)
     return call.json_response(json.dumps(user_json(await _user(rt, user.id))))
+
+
+async def list_users(rt: Runtime, request: Request, call: Call) -> Response:
+    limit, offset = page(request)
+    users = await rt.store.billing.list_users(limit, offset, request.query_params.get("group_id"))
+    return call.json_response(page_json([user_json(u) for u in users], limit, offset))
+
+
+async def update(rt: Runtime, request: Request, call: Call) -> Response:
+    user = await _user(rt, request.path_params["user_id"])
+    changes = parse_model(UserUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
+    for name in ("name", "role", "status"):
+        if name in changes and changes[name] is None:
+            raise BadRequest(f"{name} cannot be null.", param=name, code="invalid_value")
+    new_name = changes.get("name")
+    if new_name not in (None, user.name) and await rt.store.billing.get_user_by_name(new_name) is not None:
+        raise BadRequest(f"A user named {new_name!r} exists already.", param="name", code="duplicate_name")
+    group_id = changes.get("group_id")
+    if group_id is not None and await rt.store.billing.get_group(group_id) is None:
+        raise BadRequest(f"No group {group_id!r}.", param="group_id", code="group_not_found")
+    for name, value in changes.items():
+        setattr(user, name, value)
+    await rt.store.billing.update_user(user)
+    fresh = await _user(rt, user.id)
+    rt.auth.remember_user(fresh)  # a disabled user's keys stop working at once, a new group applies
+    return call.json_response(json.dumps(user_json(fresh)))
+
+
+async def ledger(rt: Runtime, request: Request, call: Call) -> Response:
+    user = await _user(rt, request.path_params["user_id"])
+    return await ledger_page(rt, request, call, user.id)
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/admin/api/users"): Operation(
+        "listUsers",
+        "List users in creation order, optionally only one group's.",
+        "users",
+        "UserList",
+        query=(*PAGE_QUERY, QueryParam("group_id", {"type": "string"}, "Only users of this group.")),
+    ),
+    ("PATCH", "/admin/api/users/{user_id}"): Operation(
+        "updateUser",
+        "Change a user's name, role, status or group; takes effect at once (a disabled user's keys stop).",
+        "users",
+        "User",
+        body="UserUpdate",
+    ),
+    ("GET", "/admin/api/users/{user_id}/ledger"): Operation(
+        "getUserLedger", "A user's ledger entries, newest first.", "users", "LedgerList", query=PAGE_QUERY
+    ),
+}
+
+
+def schemas() -> dict[str, Any]:
+    defs: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "UserUpdate": model_schema(UserUpdate, "UserUpdate", defs),
+        "UserList": list_of("User"),
+        "LedgerEntry": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "ledger_entry"},
+                "ts": {"type": "number", "description": "Unix time."},
+                "amount": {
+                    "type": "integer",
+                    "description": "Micro-units: positive credits (topup, redeem), negative charges.",
+                },
+                "kind": {"enum": ["topup", "charge", "redeem", "adjust"]},
+                "key_id": nullable({"type": "string"}),
+                "request_id": nullable({"type": "string"}),
+                "note": nullable({"type": "string"}),
+            },
+            "required": ["id", "object", "ts", "amount", "kind"],
+        },
+        "LedgerList": list_of("LedgerEntry"),
+    }
+    return {**defs, **out}

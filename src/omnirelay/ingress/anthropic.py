@@ -35,7 +35,7 @@ from omnirelay.canonical.stream import (
     UsageEvent,
 )
 from omnirelay.canonical.usage import Usage
-from omnirelay.errors import BadRequest, GatewayError
+from omnirelay.errors import BadRequest, GatewayError, UpstreamError
 from omnirelay.transport import json, sse
 
 _STOP: dict[FinishReason, str] = {
@@ -463,8 +463,18 @@ class StreamEncoder:
         return _event("error", error_json(err))
 
 
+def error_status(err: GatewayError) -> int:
+    """The status Anthropic's API answers with: 402 (`billing_error`) for an exhausted balance or
+    quota, which OpenAI-shaped answers give as 429 `insufficient_quota` (the gateway's own refusal;
+    an upstream's quota trouble is not the client's bill)."""
+    if err.code == "insufficient_quota" and not isinstance(err, UpstreamError):
+        return 402
+    return err.status
+
+
 def error_json(err: GatewayError) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")
+    status = error_status(err)
+    kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
@@ -482,3 +492,6 @@ class AnthropicIngress:
 
     def error_body(self, err: GatewayError) -> bytes:
         return json.dumps(error_json(err))
+
+    def error_status(self, err: GatewayError) -> int:
+        return error_status(err)

@@ -5,15 +5,16 @@ they arrive. Usage is read from `message_start` and `message_delta` events (or t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import Generated, prompt_of
 from omnirelay.call import Call
 from omnirelay.errors import GatewayError
-from omnirelay.ingress.anthropic import error_json
-from omnirelay.passthrough import incomplete, parse_answer, read_whole
+from omnirelay.ingress.anthropic import decode, error_json
+from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -57,7 +58,8 @@ async def messages(
     resp = await send(dep, "/v1/messages", json.dumps(out), client_headers)
     call.upstream_headers = resp.headers
     if body.get("stream") is True and "event-stream" in resp.headers.get("content-type", ""):
-        return call.stream_response(relay_stream(call, dep, resp))
+        prompt = prompt_of(lambda: decode(body), body, dep.upstream_model)  # only if usage is missing
+        return call.stream_response(relay_stream(call, dep, resp, prompt))
     raw = await read_whole(call, dep, resp)
     data = parse_answer(dep, raw)
     if isinstance(data, dict) and isinstance(data.get("usage"), dict):
@@ -96,15 +98,60 @@ def _usage_update(call: Call, name: str | None, data: dict[str, Any]) -> None:
         call.usage.cache_write_tokens = fresh.cache_write_tokens
 
 
-async def relay_stream(call: Call, dep: Deployment, resp: UpstreamResponse) -> AsyncIterator[bytes]:
-    """Relay whole events as they complete; end a broken stream with an `error` event."""
+class Texts:
+    """The generated texts of Anthropic stream events: text, thinking, tool names and input JSON."""
+
+    __slots__ = ("blocks", "names")
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, tuple[bool, list[str]]] = {}  # index → (thinking?, pieces)
+        self.names: list[str] = []
+
+    def feed(self, event: bytes) -> None:
+        if not event.startswith((b"event: content_block_delta", b"event: content_block_start")):
+            return
+        decoded = sse.decode_event(event)
+        try:
+            data = json.loads(decoded.data) if decoded is not None else None
+        except json.JSONDecodeError:
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("index"), int):
+            return
+        index: int = data["index"]
+        block = data.get("content_block")
+        if isinstance(block, dict):
+            if isinstance(block.get("name"), str):
+                self.names.append(block["name"])
+            self.blocks.setdefault(index, (block.get("type") == "thinking", []))
+            return
+        delta = data.get("delta")
+        if isinstance(delta, dict):
+            text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+            if isinstance(text, str):
+                self.blocks.setdefault(index, ("thinking" in delta, []))[1].append(text)
+
+    def result(self) -> Generated:
+        out = Generated(texts=list(self.names))
+        for thinking, pieces in self.blocks.values():
+            (out.reasoning if thinking else out.texts).append("".join(pieces))
+        return out
+
+
+async def relay_stream(
+    call: Call, dep: Deployment, resp: UpstreamResponse, prompt: Callable[[], int] | None = None
+) -> AsyncIterator[bytes]:
+    """Relay whole events as they complete; end a broken stream with an `error` event. A stream that
+    ends before its final usage (`message_delta`) is charged for what it generated (`Tap`)."""
     splitter = sse.EventSplitter()
-    done = False
+    done = final = False
     failure: GatewayError | None = None
+    tap = Tap(Texts()) if prompt is not None else None
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
             events = splitter.feed(chunk)
+            if tap is not None and events:
+                tap.keep(events, len(chunk))
             for event in events:
                 if event.startswith((b"event: message_start", b"event: message_delta")):
                     decoded = sse.decode_event(event)
@@ -112,6 +159,7 @@ async def relay_stream(call: Call, dep: Deployment, resp: UpstreamResponse) -> A
                         data = json.loads(decoded.data)
                         if isinstance(data, dict):
                             _usage_update(call, decoded.event, data)
+                            final = final or (decoded.event == "message_delta" and "usage" in data)
                 elif event.startswith(b"event: message_stop"):
                     done = True
                 elif event.startswith(b"event: error"):
@@ -123,6 +171,8 @@ async def relay_stream(call: Call, dep: Deployment, resp: UpstreamResponse) -> A
         failure = transport_errors.transport_error(dep.provider.target, exc)
     finally:
         await resp.aclose()
+        if tap is not None and prompt is not None and not final:
+            tap.settle(call, dep, prompt, done and call.status < 400)
     if done:
         return
     failure = failure or incomplete(dep)

@@ -4,15 +4,18 @@ read from `usageMetadata` on the way."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import json as std_json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import Generated, prompt_of
 from omnirelay.call import Call
 from omnirelay.errors import GatewayError
-from omnirelay.ingress.gemini import error_json
-from omnirelay.passthrough import incomplete, parse_answer, read_whole
+from omnirelay.ingress.gemini import decode_for, error_json
+from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -65,18 +68,80 @@ async def generate(
     resp = await send(dep, "streamGenerateContent", json.dumps(body), "?alt=sse" if use_sse else "")
     call.upstream_headers = resp.headers
     content_type = resp.headers.get("content-type", "text/event-stream").encode("latin-1")
-    relay = _relay_sse(call, dep, resp) if use_sse else _relay_array(call, dep, resp)
+    model = dep.upstream_model
+    prompt = prompt_of(lambda: decode_for(model, body), body, model)  # only if usage is missing
+    relay = _relay_sse(call, dep, resp, prompt) if use_sse else _relay_array(call, dep, resp, prompt)
     return call.stream_response(relay, content_type)
 
 
-async def _relay_sse(call: Call, dep: Deployment, resp: UpstreamResponse) -> AsyncIterator[bytes]:
+class Texts:
+    """The generated texts of Gemini answer chunks: text, thought text, function calls."""
+
+    __slots__ = ("blocks", "calls")
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[int, bool], list[str]] = {}  # (candidate, thought?) → pieces
+        self.calls: list[str] = []
+
+    def add(self, data: Any) -> None:
+        candidates = data.get("candidates") if isinstance(data, dict) else None
+        for cand in candidates if isinstance(candidates, list) else ():
+            if not isinstance(cand, dict):
+                continue
+            index = cand["index"] if isinstance(cand.get("index"), int) else 0
+            content = cand.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else ():
+                if not isinstance(part, dict):
+                    continue
+                if isinstance(part.get("text"), str):
+                    self.blocks.setdefault((index, part.get("thought") is True), []).append(part["text"])
+                call = part.get("functionCall")
+                if isinstance(call, dict):
+                    self.calls += (str(call.get("name") or ""), json.dumps(call.get("args") or {}).decode())
+
+    def feed(self, event: bytes) -> None:
+        payload = sse.data_payload(event)
+        if payload and payload.startswith(b"{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                self.add(json.loads(payload))
+
+    def result(self) -> Generated:
+        out = Generated(texts=list(self.calls))
+        for (_, thought), pieces in self.blocks.items():
+            (out.reasoning if thought else out.texts).append("".join(pieces))
+        return out
+
+
+def complete_items(raw: bytes) -> list[Any]:
+    """The whole items at the start of a JSON-array stream that may have been cut anywhere."""
+    text = raw.decode("utf-8", "replace")
+    decoder = std_json.JSONDecoder()
+    items: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at] in "[, \t\r\n":
+            at += 1
+        try:
+            item, at = decoder.raw_decode(text, at)
+        except ValueError:
+            return items
+        items.append(item)
+
+
+async def _relay_sse(
+    call: Call, dep: Deployment, resp: UpstreamResponse, prompt: Callable[[], int]
+) -> AsyncIterator[bytes]:
     splitter = sse.EventSplitter()
     finished = False
     failure: GatewayError | None = None
+    tap = Tap(Texts())
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
             events = splitter.feed(chunk)
+            if events:
+                tap.keep(events, len(chunk))
             for event in events:
                 if b'"usageMetadata"' in event or b'"finishReason"' in event:
                     payload = sse.data_payload(event)
@@ -89,6 +154,8 @@ async def _relay_sse(call: Call, dep: Deployment, resp: UpstreamResponse) -> Asy
         failure = transport_errors.transport_error(dep.provider.target, exc)
     finally:
         await resp.aclose()
+        if not finished or call.usage is None:  # cut short, or a vendor that reports no usage
+            tap.settle(call, dep, prompt, finished and failure is None)
     if finished and failure is None:
         return
     failure = failure or incomplete(dep)
@@ -96,9 +163,12 @@ async def _relay_sse(call: Call, dep: Deployment, resp: UpstreamResponse) -> Asy
     yield b"data: " + json.dumps(error_json(failure)) + b"\r\n\r\n"
 
 
-async def _relay_array(call: Call, dep: Deployment, resp: UpstreamResponse) -> AsyncIterator[bytes]:
+async def _relay_array(
+    call: Call, dep: Deployment, resp: UpstreamResponse, prompt: Callable[[], int]
+) -> AsyncIterator[bytes]:
     kept: list[bytes] = []
     size = 0
+    ended = False
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
@@ -106,12 +176,15 @@ async def _relay_array(call: Call, dep: Deployment, resp: UpstreamResponse) -> A
                 kept.append(chunk)
                 size += len(chunk)
             yield chunk
+        ended = True
     except TransportError as exc:
         failure = transport_errors.transport_error(dep.provider.target, exc)
         call.status, call.error = 502, failure.message
         return
     finally:
         await resp.aclose()
+        if not ended and size <= ARRAY_TAP_LIMIT:  # cut short: charge the whole items that arrived
+            _settle_items(call, dep, prompt, complete_items(b"".join(kept)), False)
     if size <= ARRAY_TAP_LIMIT:
         try:
             items = json.loads(b"".join(kept))
@@ -120,3 +193,16 @@ async def _relay_array(call: Call, dep: Deployment, resp: UpstreamResponse) -> A
             return
         for item in items if isinstance(items, list) else []:
             _take_usage(call, item)
+        if call.usage is None:  # a vendor that reports no usage
+            _settle_items(call, dep, prompt, items if isinstance(items, list) else [], True)
+
+
+def _settle_items(
+    call: Call, dep: Deployment, prompt: Callable[[], int], items: list[Any], complete: bool
+) -> None:
+    texts = Texts()
+    for item in items:
+        if not complete:
+            _take_usage(call, item)
+        texts.add(item)
+    Tap(texts).settle(call, dep, prompt, complete)

@@ -8,14 +8,15 @@ and relayed as they arrive, with only the usage chunk the client did not ask for
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from omnirelay.accounting.metering import Generated, settle_usage
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError
 from omnirelay.ingress.openai_chat import error_body
-from omnirelay.passthrough import incomplete, parse_answer, read_whole
+from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -40,8 +41,11 @@ async def send_json(
     return resp
 
 
-async def relay_body(call: Call, dep: Deployment, resp: UpstreamResponse, parse: bool) -> tuple[bytes, str]:
-    """Read a whole answer; with `parse`, check it is JSON and take its usage."""
+async def relay_body(
+    call: Call, dep: Deployment, resp: UpstreamResponse, parse: bool, prompt: Callable[[], int] | None = None
+) -> tuple[bytes, str]:
+    """Read a whole answer; with `parse`, check it is JSON and take its usage. A chat or completion
+    answer (`prompt` given) without usage is counted with the tokenizer and flagged as estimated."""
     raw = await read_whole(call, dep, resp)
     content_type = resp.headers.get("content-type", "application/json")
     if parse:
@@ -49,7 +53,66 @@ async def relay_body(call: Call, dep: Deployment, resp: UpstreamResponse, parse:
         usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
             call.usage = _usage(usage)
+        elif prompt is not None and isinstance(data, dict) and resp.status < 400:
+            texts = Texts()
+            texts.add_choices(data.get("choices"), "message")
+            call.usage = settle_usage(dep.upstream_model, texts.result(), None, prompt, True)
     return raw, content_type
+
+
+class Texts:
+    """The generated texts of chat completion (or legacy completion) choices: content, refusal,
+    reasoning, tool names and arguments, each block's pieces joined."""
+
+    __slots__ = ("blocks", "names")
+
+    def __init__(self) -> None:
+        self.blocks: dict[tuple[int, str, int], list[str]] = {}
+        self.names: list[str] = []
+
+    def _add(self, key: tuple[int, str, int], text: Any) -> None:
+        if isinstance(text, str) and text:
+            self.blocks.setdefault(key, []).append(text)
+
+    def add_choices(self, choices: Any, field: str) -> None:
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            raw_index = choice.get("index")
+            index = raw_index if isinstance(raw_index, int) else 0
+            self._add((index, "text", 0), choice.get("text"))  # legacy completions
+            body = choice.get(field)
+            if not isinstance(body, dict):
+                continue
+            self._add((index, "text", 0), body.get("content"))
+            self._add((index, "refusal", 0), body.get("refusal"))
+            self._add((index, "reasoning", 0), body.get("reasoning_content") or body.get("reasoning"))
+            calls = body.get("tool_calls")
+            for position, tool in enumerate(calls if isinstance(calls, list) else ()):
+                fn = tool.get("function") if isinstance(tool, dict) else None
+                if isinstance(fn, dict):
+                    raw_slot = tool.get("index")
+                    slot = raw_slot if isinstance(raw_slot, int) else position
+                    if isinstance(fn.get("name"), str):
+                        self.names.append(fn["name"])
+                    self._add((index, "tool", slot), fn.get("arguments"))
+
+    def feed(self, event: bytes) -> None:
+        payload = sse.data_payload(event)
+        if not payload or not payload.startswith(b"{"):
+            return
+        try:
+            data = json.loads(payload)
+        except json.JSONDecodeError:
+            return
+        if isinstance(data, dict):
+            self.add_choices(data.get("choices"), "delta")
+
+    def result(self) -> Generated:
+        out = Generated(texts=list(self.names))
+        for (_, kind, _), pieces in self.blocks.items():
+            (out.reasoning if kind == "reasoning" else out.texts).append("".join(pieces))
+        return out
 
 
 def _usage(raw: dict[str, Any]) -> Usage:
@@ -71,22 +134,30 @@ def _has_value(event: bytes, key: bytes) -> bool:
 
 
 async def relay_stream(
-    call: Call, dep: Deployment, resp: UpstreamResponse, strip_usage: bool
+    call: Call,
+    dep: Deployment,
+    resp: UpstreamResponse,
+    strip_usage: bool,
+    prompt: Callable[[], int] | None = None,
 ) -> AsyncIterator[bytes]:
     """Relay upstream SSE events as they arrive, reading usage on the way.
 
     A stream that breaks or ends without `[DONE]` is ended with an error event, never retried:
-    the client already has bytes.
+    the client already has bytes. One that ends without usage (the client went away, the upstream
+    cut it, a vendor that reports none) is charged for what it generated (`Tap`), given `prompt`.
     """
     splitter = sse.EventSplitter()
     done = finished = False
     failure: GatewayError | None = None
+    tap = Tap(Texts()) if prompt is not None else None
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
             events = splitter.feed(chunk)
             if not events:
                 continue
+            if tap is not None:
+                tap.keep(events, len(chunk))
             out: list[bytes] = []
             for event in events:
                 if _has_value(event, b'"usage"'):
@@ -107,6 +178,8 @@ async def relay_stream(
         failure = openai.transport_error(dep.provider.target, exc)
     finally:
         await resp.aclose()
+        if tap is not None and prompt is not None and call.usage is None:
+            tap.settle(call, dep, prompt, done or (finished and failure is None))
     if done:
         return
     if failure is None and finished:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import from_events, from_response, settle_usage
+from omnirelay.accounting.tokenizer import count_input
 from omnirelay.call import Call
 from omnirelay.canonical.request import ChatRequest
 from omnirelay.canonical.stream import StreamEvent, UsageEvent
@@ -121,35 +124,51 @@ async def _chat_translated(
         raise _no_adapter(dep, "chat requests")
     req.model = dep.upstream_model
     key = dep.key
+    prompt = partial(count_input, req, dep.upstream_model)  # used only when usage is missing
     if not req.stream:
         resp = await adapter.complete(req, key)
         call.mark_first_byte()
         call.usage = resp.usage
+        if resp.usage is None:  # a vendor that reports none: counted, and flagged as estimated
+            call.usage = settle_usage(dep.upstream_model, from_response(resp), None, prompt, True)
         req.model = call.model  # answer under the name the client asked for
         return call.json_response(ingress.encode_response(resp, req))
     events = adapter.stream(req, key)
     first = await anext(events)  # failures before the first event can still go to another deployment
     req.model = call.model
     encoder = ingress.stream_encoder(req)
-    return call.stream_response(_encode_stream(call, encoder, first, events))
+    return call.stream_response(_encode_stream(call, encoder, first, events, dep.upstream_model, prompt))
 
 
 async def _encode_stream(
-    call: Call, encoder: StreamEncoder, first: StreamEvent, events: AsyncIterator[StreamEvent]
+    call: Call,
+    encoder: StreamEncoder,
+    first: StreamEvent,
+    events: AsyncIterator[StreamEvent],
+    model: str,
+    prompt: Callable[[], int],
 ) -> AsyncIterator[bytes]:
     call.mark_first_byte()
+    seen: list[StreamEvent] = []  # what was generated, counted only if the upstream's usage is missing
+    complete = False
     try:
         event: StreamEvent | None = first
         while event is not None:
+            seen.append(event)
             if isinstance(event, UsageEvent):
                 call.usage = event.usage
             chunk = encoder.encode(event)
             if chunk:
                 yield chunk
             event = await anext(events, None)
+        complete = True
         yield encoder.close()
     except GatewayError as exc:
         call.status, call.error = exc.status, exc.message
         yield encoder.error(exc)
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
+        try:
+            await events.aclose()  # type: ignore[attr-defined]
+        finally:
+            if not complete or call.usage is None:  # cut short, or a vendor that reports no usage
+                call.usage = settle_usage(model, from_events(seen), call.usage, prompt, complete)

@@ -39,12 +39,13 @@ async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> R
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
     call.model = _model_of(body, None)
+    call.billable = False  # counting tokens is free, as at Anthropic
     dep = rt.resolve(call, call.model).deployments[0]
     if dep.provider.dialect == "anthropic":
         call.served_by(dep)
         return await anthropic_passthrough.count_tokens(call, dep, body, request.headers)
     req = ANTHROPIC.decode({**body, "max_tokens": 1})
-    call.usage = estimate_usage(req)
+    call.usage = estimate_usage(req, dep.upstream_model)
     return call.json_response(json.dumps({"input_tokens": call.usage.input_tokens}))
 
 

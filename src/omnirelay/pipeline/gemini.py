@@ -71,10 +71,11 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
 
 async def _count_tokens(call: Call, route: Route, model: str, body: dict[str, Any]) -> Response:
     dep = route.deployments[0]
+    call.billable = False  # counting tokens is free, as at Google
     if dep.provider.dialect == "gemini":
         call.served_by(dep)
         return await gemini_passthrough.relay_json(call, dep, "countTokens", body)
-    usage = estimate_usage(GEMINI.decode_count_tokens(model, body))
+    usage = estimate_usage(GEMINI.decode_count_tokens(model, body), dep.upstream_model)
     call.usage = usage
     return call.json_response(encode_count_tokens(usage))
 

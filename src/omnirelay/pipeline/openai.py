@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import prompt_of
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest
 from omnirelay.ingress import openai_chat
@@ -56,9 +57,10 @@ async def _chat_passthrough(
             strip_usage = True
     resp = await send_json(dep, "/chat/completions", json.dumps(out))
     call.upstream_headers = resp.headers
+    prompt = prompt_of(lambda: OPENAI.decode(body), body, dep.upstream_model)  # only if usage is missing
     if stream and "event-stream" in resp.headers.get("content-type", ""):
-        return call.stream_response(relay_stream(call, dep, resp, strip_usage))
-    raw, content_type = await relay_body(call, dep, resp, parse=True)
+        return call.stream_response(relay_stream(call, dep, resp, strip_usage, prompt))
+    raw, content_type = await relay_body(call, dep, resp, parse=True, prompt=prompt)
     return call.json_response(raw, resp.status, content_type)
 
 
@@ -83,13 +85,19 @@ async def embeddings(rt: Runtime, request: Request, call: Call) -> Response:
     return await with_attempts(rt, call, rt.resolve(call, call.model), attempt)
 
 
+def _completion_prompt(path: str, body: dict[str, Any], dep: Deployment) -> Callable[[], int] | None:
+    """The prompt count of a legacy completion, used only if its answer reports no usage."""
+    return prompt_of(None, body.get("prompt"), dep.upstream_model) if path == "/completions" else None
+
+
 async def _relay_json(call: Call, dep: Deployment, body: dict[str, Any], path: str) -> Response:
     out = dict(body)
     out["model"] = dep.upstream_model
     resp = await send_json(dep, path, json.dumps(out))
     call.upstream_headers = resp.headers
     content_type = resp.headers.get("content-type", "application/json")
-    raw, content_type = await relay_body(call, dep, resp, parse="json" in content_type)
+    prompt = _completion_prompt(path, body, dep)
+    raw, content_type = await relay_body(call, dep, resp, parse="json" in content_type, prompt=prompt)
     return call.json_response(raw, resp.status, content_type)
 
 
@@ -117,7 +125,8 @@ def openai_json_endpoint(
                 out["stream_options"] = options
             resp = await send_json(dep, path, json.dumps(out))
             call.upstream_headers = resp.headers
-            return call.stream_response(relay_stream(call, dep, resp, strip))
+            prompt = _completion_prompt(path, body, dep)
+            return call.stream_response(relay_stream(call, dep, resp, strip, prompt))
 
         return await with_attempts(rt, call, rt.resolve(call, call.model), attempt)
 

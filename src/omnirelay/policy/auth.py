@@ -20,7 +20,7 @@ from omnirelay.errors import AuthenticationFailed, GatewayError, PermissionDenie
 from omnirelay.security.keys import key_hash as hash_key
 from omnirelay.state.base import Limits, RoutingState
 from omnirelay.storage.base import Store
-from omnirelay.storage.billing import UserRecord
+from omnirelay.storage.billing import GroupRecord, UserRecord
 from omnirelay.storage.records import KeyRecord
 
 MASTER_KEY_PREFIX = "sk-or-master-"
@@ -46,6 +46,7 @@ class Principal:
     is_master: bool
     key: KeyRecord | None = None
     user: UserRecord | None = None
+    group: GroupRecord | None = None  # the user's pricing group (its price multiplier)
 
     @property
     def is_admin(self) -> bool:
@@ -97,6 +98,7 @@ class Authenticator:
         self._limits = limits  # whose `state` counts the keys' rpm/rpd/tpm (the routing state)
         self._cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._users: dict[str, tuple[UserRecord | None, float]] = {}
+        self._groups: dict[str, tuple[GroupRecord | None, float]] = {}
 
     def remember(self, key: KeyRecord) -> None:
         """Make a created or changed key effective at once (this process)."""
@@ -105,6 +107,21 @@ class Authenticator:
     def remember_user(self, user: UserRecord) -> None:
         """Make a changed user (role, status) effective at once (this process)."""
         self._users[user.id] = (user, time.monotonic())
+
+    def remember_group(self, group: GroupRecord) -> None:
+        """Make a created or changed group (its multiplier) effective at once (this process)."""
+        self._groups[group.id] = (group, time.monotonic())
+
+    async def group(self, group_id: str) -> GroupRecord | None:
+        """A pricing group, through the same short-lived cache as keys and users."""
+        hit = self._groups.get(group_id)
+        if hit is not None and time.monotonic() - hit[1] < KEY_CACHE_SECONDS:
+            return hit[0]
+        group = await self._store.billing.get_group(group_id) if self._store is not None else None
+        if len(self._groups) > 100_000:
+            self._groups.clear()
+        self._groups[group_id] = (group, time.monotonic())
+        return group
 
     async def _owner(self, user_id: str) -> UserRecord | None:
         hit = self._users.get(user_id)
@@ -165,4 +182,5 @@ class Authenticator:
                     code="rate_limit_exceeded",
                     headers={"retry-after": str(wait)},
                 )
-        return Principal(key_id=key.id, is_master=False, key=key, user=user)
+        group = await self.group(user.group_id) if user is not None and user.group_id else None
+        return Principal(key_id=key.id, is_master=False, key=key, user=user, group=group)

@@ -62,7 +62,8 @@ def build_provider(cfg: ProviderConfig, http_client: str) -> Provider:
         base_url=base_url,
         client=client,
         headers=dict(cfg.headers),
-        secrets=tuple(cfg.api_keys),
+        # header values may be credentials too (e.g. a channel's auth header): scrub the longer ones
+        secrets=tuple(cfg.api_keys) + tuple(v for v in cfg.headers.values() if len(v) >= 12),
         options=cfg.mock if dialect == "mock" else None,
         azure_api_version=cfg.api_version if cfg.type == "azure" else None,
     )

@@ -38,7 +38,9 @@ __all__ = [
     "SecretError",
     "load_key",
     "random_key",
+    "read_key_file",
     "rotate",
+    "write_key_file",
 ]
 
 ENV_VAR = "OMNIRELAY_ENCRYPTION_KEY"
@@ -273,6 +275,34 @@ def _create_key_file(path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in ``path``; a file that group or others can access is refused."""
+    return _read_key_file(Path(path))
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` (base64) to ``path`` with mode 0600, atomically: a temporary file in the same
+    directory, fsynced, then renamed over ``path`` (replacing it if it exists)."""
+    if len(key) != KEY_BYTES:
+        raise SecretError(f"an encryption key must be exactly {KEY_BYTES} bytes")
+    path = Path(path)
+    data = (base64.b64encode(key).decode("ascii") + "\n").encode("ascii")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load_key(data_dir: Path, env: Mapping[str, str]) -> bytes:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from omnirelay.storage.billing import BillingStore
-from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
+from omnirelay.storage.channels import ChannelRecord, PriceRecord
+from omnirelay.storage.records import KeyRecord, LoggedBody, StoredResponse, UsageRecord
+from omnirelay.storage.usage_queries import UsageFilter
 
 
 class Store(ABC):
@@ -69,3 +72,69 @@ class Store(ABC):
     @abstractmethod
     async def add_spending(self, totals: dict[str, int]) -> None:
         """Add each key's charged micro-units to its `spent` (atomically in the database)."""
+
+    # usage queries, request-log search, IP audit and logged bodies: omnirelay.storage.usage_queries
+    @abstractmethod
+    async def usage_summary(
+        self, flt: UsageFilter, group_by: Sequence[str] = (), bucket: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Totals grouped by `group_by` (key, user, model, provider) and an optional hour/day bucket."""
+
+    @abstractmethod
+    async def search_usage(
+        self, flt: UsageFilter, limit: int = 100, offset: int = 0
+    ) -> tuple[list[UsageRecord], int]:
+        """A page of matching records, newest first, and the number of matches."""
+
+    @abstractmethod
+    async def get_usage(self, request_id: str) -> UsageRecord | None: ...
+
+    @abstractmethod
+    async def ip_audit(
+        self, flt: UsageFilter, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Per (key, client IP): requests, first and last seen; and the number of pairs."""
+
+    @abstractmethod
+    async def add_bodies(self, records: Sequence[LoggedBody]) -> None:
+        """Insert a batch of logged bodies; a request id already stored is not duplicated."""
+
+    @abstractmethod
+    async def get_bodies(self, request_id: str) -> LoggedBody | None: ...
+
+    @abstractmethod
+    async def purge_bodies(self, before: float) -> int:
+        """Delete the bodies logged before `before` (unix seconds); returns how many."""
+
+    # provider channels (secrets only as ciphertext) and price overrides: omnirelay.storage.channels
+    @abstractmethod
+    async def add_channel(self, channel: ChannelRecord) -> None:
+        """Insert; `ChannelExistsError` when the name is taken."""
+
+    @abstractmethod
+    async def get_channel(self, name: str) -> ChannelRecord | None: ...
+
+    @abstractmethod
+    async def list_channels(self) -> list[ChannelRecord]:
+        """Every channel, oldest first."""
+
+    @abstractmethod
+    async def update_channel(self, channel: ChannelRecord) -> bool:
+        """Overwrite every field but `created_at`; False when there is no such channel."""
+
+    @abstractmethod
+    async def delete_channel(self, name: str) -> bool: ...
+
+    @abstractmethod
+    async def replace_channel_secrets(self, updates: dict[str, tuple[dict[str, Any], str]]) -> None:
+        """name → (secrets, key_id) for several channels in one transaction (key rotation)."""
+
+    @abstractmethod
+    async def list_prices(self) -> list[PriceRecord]: ...
+
+    @abstractmethod
+    async def set_price(self, price: PriceRecord) -> None:
+        """Insert or replace the override of `price.model`."""
+
+    @abstractmethod
+    async def delete_price(self, model: str) -> bool: ...

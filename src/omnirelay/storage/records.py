@@ -29,6 +29,7 @@ class UsageRecord:
     error: str | None = None
     cost: int = 0  # micro-units of credit
     unpriced: bool = False  # served without a known price (charged nothing)
+    user_id: str | None = None  # the owner of the key at the time of the request
 
 
 @dataclass(slots=True)
@@ -63,3 +64,19 @@ class KeyRecord:
     rpd: int | None = None
     tpm: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    price_multiplier: str | None = None  # exact decimal ("1.5"), times the group's; None = 1
+    log_bodies: bool | None = None  # None: the gateway's `logging.bodies` setting
+
+
+@dataclass(slots=True)
+class LoggedBody:
+    """The request and response bodies of one request, kept when body logging is on for it. Each is
+    cut at `logging.max_body_bytes`; `*_bytes` are the full sizes."""
+
+    request_id: str
+    ts: float
+    request: bytes
+    response: bytes
+    request_bytes: int
+    response_bytes: int
+    response_content_type: str | None = None

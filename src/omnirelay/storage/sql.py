@@ -13,10 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from omnirelay.storage import tables
+from omnirelay.storage import tables, usage_queries
 from omnirelay.storage.base import Store
 from omnirelay.storage.billing import SqlBillingStore
-from omnirelay.storage.records import KeyRecord, StoredResponse, UsageRecord
+from omnirelay.storage.channels import SqlChannels
+from omnirelay.storage.records import KeyRecord, LoggedBody, StoredResponse, UsageRecord
+from omnirelay.storage.usage_queries import UsageFilter
 
 _USAGE_FIELDS = [f.name for f in dataclasses.fields(UsageRecord)]
 _RESPONSE_FIELDS = [f.name for f in dataclasses.fields(StoredResponse)]
@@ -49,7 +51,7 @@ def migrate(conn: sa.Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-class SqlStore(Store):
+class SqlStore(SqlChannels, Store):  # channels and price overrides: storage/channels.py
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
@@ -179,6 +181,33 @@ class SqlStore(Store):
         async with self.engine.connect() as conn:
             result = await conn.execute(sa.select(sa.func.count()).select_from(tables.usage_records))
             return int(result.scalar_one())
+
+    async def usage_summary(
+        self, flt: UsageFilter, group_by: Sequence[str] = (), bucket: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await usage_queries.summarize(self.engine, flt, group_by, bucket)
+
+    async def search_usage(
+        self, flt: UsageFilter, limit: int = 100, offset: int = 0
+    ) -> tuple[list[UsageRecord], int]:
+        return await usage_queries.search(self.engine, flt, limit, offset)
+
+    async def get_usage(self, request_id: str) -> UsageRecord | None:
+        return await usage_queries.get_record(self.engine, request_id)
+
+    async def ip_audit(
+        self, flt: UsageFilter, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await usage_queries.ip_audit(self.engine, flt, limit, offset)
+
+    async def add_bodies(self, records: Sequence[LoggedBody]) -> None:
+        await usage_queries.add_bodies(self.engine, records)
+
+    async def get_bodies(self, request_id: str) -> LoggedBody | None:
+        return await usage_queries.get_bodies(self.engine, request_id)
+
+    async def purge_bodies(self, before: float) -> int:
+        return await usage_queries.purge_bodies(self.engine, before)
 
 
 async def _migrate_in_child(url: str) -> None:

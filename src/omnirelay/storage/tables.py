@@ -38,6 +38,12 @@ usage_records = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("cost", sa.BigInteger, nullable=False, default=0),
     sa.Column("unpriced", sa.Boolean, nullable=False, default=False),
+    sa.Column("user_id", sa.String(64)),
+    # For the usage queries, the request-log search and the IP audit (migration 0007).
+    sa.Index("ix_usage_records_user_id_ts", "user_id", "ts"),
+    sa.Index("ix_usage_records_key_id_ts", "key_id", "ts"),
+    sa.Index("ix_usage_records_client_ip_ts", "client_ip", "ts"),
+    sa.Index("ix_usage_records_model_ts", "model", "ts"),
 )
 
 responses = sa.Table(
@@ -70,4 +76,19 @@ api_keys = sa.Table(
     sa.Column("rpd", sa.Integer),
     sa.Column("tpm", sa.Integer),
     sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("log_bodies", sa.Boolean),
+    sa.Column("price_multiplier", sa.String(32)),
+)
+
+# Request and response bodies of requests with body logging on; purged after the retention period.
+request_bodies = sa.Table(
+    "request_bodies",
+    metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("ts", sa.Float, nullable=False, index=True),
+    sa.Column("request", sa.LargeBinary, nullable=False),
+    sa.Column("response", sa.LargeBinary, nullable=False),
+    sa.Column("request_bytes", sa.BigInteger, nullable=False),
+    sa.Column("response_bytes", sa.BigInteger, nullable=False),
+    sa.Column("response_content_type", sa.String(256)),
 )

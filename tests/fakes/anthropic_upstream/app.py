@@ -65,10 +65,16 @@ _DROP_FILTER = _DropFilter()
 class _EventStream(Response):
     """Pre-rendered SSE events; with ``drop_after`` the body is left unfinished and the socket closed."""
 
-    def __init__(self, events: Sequence[bytes], state: FakeAnthropicState, drop_after: int | None = None):
+    def __init__(
+        self,
+        events: Sequence[bytes],
+        state: FakeAnthropicState,
+        drop_after: int | None = None,
+        delay: float = 0.0,
+    ):
         super().__init__(None, 200, _headers({"cache-control": "no-cache"}), "text/event-stream")
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        self.events, self.state, self.drop_after = list(events), state, drop_after
+        self.events, self.state, self.drop_after, self.delay = list(events), state, drop_after, delay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()
@@ -80,15 +86,20 @@ class _EventStream(Response):
             self.state.disconnects += 1
 
         watcher = asyncio.ensure_future(watch())
+        sent: list[bytes] = []
+        self.state.sent_events = sent
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             for i, event in enumerate(self.events):
                 if self.drop_after is not None and i >= self.drop_after:
                     _DROPPING.set(True)
                     return
+                if i and self.delay:
+                    await asyncio.sleep(self.delay)
                 if gone.is_set():
                     return
                 await send({"type": "http.response.body", "body": event, "more_body": True})
+                sent.append(event)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
@@ -166,7 +177,7 @@ def create_app(state: FakeAnthropicState) -> Starlette:
         if body["model"] == "stream-error":
             error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
             return _EventStream([*events[:5], sse_event(error)], state)
-        return _EventStream(events, state)
+        return _EventStream(events, state, delay=state.chunk_delay if body["model"] == "slow-stream" else 0.0)
 
     async def count_tokens(request: Request, record: RecordedRequest) -> Response:
         body: dict[str, Any] = record["json"]

@@ -26,6 +26,7 @@ SPECIAL_MODELS: dict[str, str] = {
     "fail-413": "413 request_too_large",
     "cut-stream": "stream: message_start, ping, a block start and two deltas, then the connection drops",
     "stream-error": "stream: like cut-stream, but ends with an `event: error` (overloaded_error)",
+    "slow-stream": "stream normally but sleep FakeAnthropicState.chunk_delay between events",
 }
 
 
@@ -47,6 +48,10 @@ class FakeAnthropicState:
     signatures: dict[str, str] = field(default_factory=dict)
     #: Streams whose client went away before the stream ended.
     disconnects: int = 0
+    #: Delay between SSE events for model ``slow-stream``.
+    chunk_delay: float = 0.2
+    #: The SSE events the latest stream actually sent, in order.
+    sent_events: list[bytes] = field(default_factory=list)
 
     @property
     def last_request(self) -> RecordedRequest:

@@ -1,0 +1,152 @@
+"""`/admin/api/redemption-codes`: mint a batch of codes (the plaintexts are returned once, only their
+SHA-256 is stored) and list them (never the plaintext). Users redeem them at `/admin/api/me/redeem`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+
+from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
+from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
+from omnirelay.admin.users import page, page_json
+from omnirelay.call import Call
+from omnirelay.pipeline import read_body
+from omnirelay.runtime import Runtime
+from omnirelay.storage.billing import RedemptionCode
+from omnirelay.transport import json
+
+MAX_CODES = 1000  # per request
+
+
+class CodesCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(1, ge=1, le=MAX_CODES)
+    value: int = Field(ge=1, le=BIGINT)  # micro-units of credit each code is worth
+    expires_at: datetime | None = None  # RFC 3339; null = never
+    batch: str | None = Field(None, min_length=1, max_length=128)  # a label; generated when omitted
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
+        try:
+            if value.astimezone(UTC).year > 9998:
+                raise ValueError("is out of range (year 9998 at the latest)")
+        except OverflowError:
+            raise ValueError("is out of range") from None
+        return value
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def code_json(code: RedemptionCode, now: float) -> dict[str, Any]:
+    if code.redeemed_by is not None:
+        status = "redeemed"
+    elif code.expires_at is not None and code.expires_at <= now:
+        status = "expired"
+    else:
+        status = "active"
+    return {
+        "object": "redemption_code",
+        "code_hash": code.code_hash,
+        "batch": code.batch,
+        "value": code.value,
+        "status": status,
+        "created_at": _rfc3339(code.created_at),
+        "expires_at": _rfc3339(code.expires_at),
+        "redeemed_by": code.redeemed_by,
+        "redeemed_at": _rfc3339(code.redeemed_at),
+    }
+
+
+async def create(rt: Runtime, request: Request, call: Call) -> Response:
+    fields = parse_model(CodesCreate, await read_body(request, MAX_BODY))
+    batch = fields.batch or "batch_" + secrets.token_hex(8)
+    expires_at = fields.expires_at.timestamp() if fields.expires_at else None
+    codes = await rt.store.billing.create_codes(fields.count, fields.value, expires_at, batch)
+    body = {
+        "object": "redemption_code_batch",
+        "batch": batch,
+        "value": fields.value,
+        "expires_at": _rfc3339(expires_at),
+        "codes": codes,  # the plaintexts, this once
+    }
+    return call.json_response(json.dumps(body), status=201)
+
+
+async def list_codes(rt: Runtime, request: Request, call: Call) -> Response:
+    limit, offset = page(request)
+    codes = await rt.store.billing.list_codes(request.query_params.get("batch"), limit, offset)
+    now = time.time()
+    return call.json_response(page_json([code_json(c, now) for c in codes], limit, offset))
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("POST", "/admin/api/redemption-codes"): Operation(
+        "createRedemptionCodes",
+        "Mint `count` codes worth `value` micro-units each. The codes are returned once, only here.",
+        "redemption-codes",
+        "RedemptionCodeBatch",
+        status=201,
+        body="RedemptionCodesCreate",
+    ),
+    ("GET", "/admin/api/redemption-codes"): Operation(
+        "listRedemptionCodes",
+        "List codes in creation order (hashes and state, never the codes).",
+        "redemption-codes",
+        "RedemptionCodeList",
+        query=(*PAGE_QUERY, QueryParam("batch", {"type": "string"}, "Only codes of this batch.")),
+    ),
+}
+
+
+def schemas() -> dict[str, Any]:
+    defs: dict[str, Any] = {}
+    time_or_null = nullable({"type": "string", "format": "date-time"})
+    out: dict[str, Any] = {
+        "RedemptionCodesCreate": model_schema(CodesCreate, "RedemptionCodesCreate", defs),
+        "RedemptionCodeBatch": {
+            "type": "object",
+            "properties": {
+                "object": {"const": "redemption_code_batch"},
+                "batch": {"type": "string"},
+                "value": {"type": "integer"},
+                "expires_at": time_or_null,
+                "codes": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The plaintext codes, shown once.",
+                },
+            },
+            "required": ["object", "batch", "value", "expires_at", "codes"],
+        },
+        "RedemptionCode": {
+            "type": "object",
+            "properties": {
+                "object": {"const": "redemption_code"},
+                "code_hash": {"type": "string", "description": "SHA-256 of the code (hex)."},
+                "batch": nullable({"type": "string"}),
+                "value": {"type": "integer"},
+                "status": {"enum": ["active", "redeemed", "expired"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "expires_at": time_or_null,
+                "redeemed_by": nullable({"type": "string"}),
+                "redeemed_at": time_or_null,
+            },
+            "required": ["object", "code_hash", "value", "status", "created_at"],
+        },
+        "RedemptionCodeList": list_of("RedemptionCode"),
+    }
+    return {**defs, **out}
