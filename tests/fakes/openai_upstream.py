@@ -77,6 +77,7 @@ FAILURE_MODELS: dict[str, str] = {
     "slow-first-byte": "sleep FakeState.slow_seconds before sending anything, then answer normally",
     "slow-stream": "stream normally but sleep FakeState.chunk_delay between events",
     "no-usage": "answer normally but never report usage (an old vLLM/Ollama), even when a stream asks",
+    "cache-hit": "answer normally; usage adds a cached 900-token prefix (prompt_tokens_details.cached_tokens)",
 }
 
 SYSTEM_FINGERPRINT = "fp_fake0penai"
@@ -473,11 +474,13 @@ def _chat_usage(body: dict[str, Any], plan: _ChatPlan, n: int) -> dict[str, Any]
     completion = max(completion, 1) * n
     reasoning = 7 if body.get("reasoning_effort") is not None else 0
     completion += reasoning
+    cached = 900 if body.get("model") == "cache-hit" else 0  # a cached 900-token prefix
+    prompt += cached
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning,
             "audio_tokens": 0,
