@@ -77,7 +77,7 @@ FAILURE_MODELS: dict[str, str] = {
     "slow-first-byte": "sleep FakeState.slow_seconds before sending anything, then answer normally",
     "slow-stream": "stream normally but sleep FakeState.chunk_delay between events",
     "no-usage": "answer normally but never report usage (an old vLLM/Ollama), even when a stream asks",
-    "cache-hit": "answer normally; usage adds a cached 900-token prefix (prompt_tokens_details.cached_tokens)",
+    "cache-hit": "answer normally; usage adds a cached 900-token prefix (cached_tokens 900)",
 }
 
 SYSTEM_FINGERPRINT = "fp_fake0penai"

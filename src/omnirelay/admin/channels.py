@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.admin.keys import MAX_BODY
+from omnirelay.admin.params import MAX_BODY
 from omnirelay.admin.spec import Operation, model_schema, nullable, ref
 from omnirelay.call import Call
 from omnirelay.channels import Channel, ChannelManager, encrypt_channel

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.accounting.prices import multiplier_text, parse_multiplier
-from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
+from omnirelay.admin.params import MAX_BODY, page, page_json, parse_model
 from omnirelay.admin.spec import PAGE_QUERY, Operation, list_of, model_schema
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
@@ -103,15 +103,9 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
 
 
 async def list_groups(rt: Runtime, request: Request, call: Call) -> Response:
-    params = request.query_params
-    try:
-        limit = min(max(int(params.get("limit", "100")), 1), 1000)
-        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
-    except ValueError:
-        raise BadRequest("limit and offset must be integers.", param="limit") from None
+    limit, offset = page(request.query_params)
     groups = await rt.store.billing.list_groups(limit, offset)
-    body = {"object": "list", "data": [group_json(g) for g in groups], "limit": limit, "offset": offset}
-    return call.json_response(json.dumps(body))
+    return call.json_response(page_json([group_json(g) for g in groups], limit, offset))
 
 
 async def get(rt: Runtime, request: Request, call: Call) -> Response:

@@ -6,14 +6,15 @@ import ipaddress
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.accounting.prices import multiplier_text, parse_multiplier
 from omnirelay.admin.access import check_owner, own_scope
+from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound, PermissionDenied
 from omnirelay.pipeline import read_body
@@ -21,10 +22,6 @@ from omnirelay.runtime import Runtime
 from omnirelay.security.keys import generate_key, key_hash, key_prefix
 from omnirelay.storage.records import KeyRecord
 from omnirelay.transport import json
-
-M = TypeVar("M", bound=BaseModel)
-MAX_BODY = 64 * 1024
-BIGINT = 2**63 - 1  # the database's integer range
 
 
 class KeyFields(BaseModel):
@@ -111,16 +108,6 @@ def key_json(key: KeyRecord) -> dict[str, Any]:
     }
 
 
-def parse_model(model: type[M], raw: bytes) -> M:
-    """A JSON body validated by a pydantic model; the first problem becomes a 400 naming the field."""
-    try:
-        return model.model_validate(json.parse_object(raw) if raw.strip() else {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"{param}: {first['msg']}", param=param, code="invalid_value") from None
-
-
 async def create(rt: Runtime, request: Request, call: Call) -> Response:
     fields = parse_model(KeyFields, await read_body(request, MAX_BODY))
     scope = own_scope(call)
@@ -160,16 +147,10 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
 
 async def list_keys(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
-    try:
-        limit = min(max(int(params.get("limit", "100")), 1), 1000)
-        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
-    except ValueError:
-        raise BadRequest("limit and offset must be integers.", param="limit") from None
+    limit, offset = page(params)
     scope = own_scope(call)
     keys = await rt.store.list_keys(scope or params.get("user_id"), limit, offset)
-    return call.json_response(
-        json.dumps({"object": "list", "data": [key_json(k) for k in keys], "limit": limit, "offset": offset})
-    )
+    return call.json_response(page_json([key_json(k) for k in keys], limit, offset))
 
 
 async def _existing(rt: Runtime, request: Request, call: Call) -> KeyRecord:

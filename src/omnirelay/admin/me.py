@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.accounting.prices import multiplier_text, price_multiplier
-from omnirelay.admin.keys import MAX_BODY, parse_model
+from omnirelay.admin.params import MAX_BODY, parse_model
 from omnirelay.admin.spec import PAGE_QUERY, Operation, model_schema, nullable, ref
 from omnirelay.admin.users import ledger_page, user_json
 from omnirelay.call import Call

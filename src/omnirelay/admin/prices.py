@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.accounting.prices import DEFAULT_PRICES, MICRO, Price
-from omnirelay.admin.keys import MAX_BODY, parse_model
+from omnirelay.admin.params import MAX_BODY, parse_model
 from omnirelay.admin.spec import Operation, list_of, model_schema, nullable
 from omnirelay.call import Call
 from omnirelay.channels import ChannelManager, price_of

@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
+from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
-from omnirelay.admin.users import page, page_json
 from omnirelay.call import Call
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
@@ -87,7 +86,7 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
 
 
 async def list_codes(rt: Runtime, request: Request, call: Call) -> Response:
-    limit, offset = page(request)
+    limit, offset = page(request.query_params)
     codes = await rt.store.billing.list_codes(request.query_params.get("batch"), limit, offset)
     now = time.time()
     return call.json_response(page_json([code_json(c, now) for c in codes], limit, offset))

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.admin.access import check_owner, own_scope
-from omnirelay.admin.keys import BIGINT
+from omnirelay.admin.params import page, page_json
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, nullable, ref
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound, PermissionDenied
@@ -89,18 +89,6 @@ def _status(params: Mapping[str, str]) -> tuple[int, int] | None:
         "status must be an HTTP status (e.g. 429), a class (2xx … 5xx), 'error' or 'success'.",
         param="status",
     )
-
-
-def _page(params: Mapping[str, str]) -> tuple[int, int]:
-    try:
-        limit = min(max(int(params.get("limit", "100")), 1), 1000)
-    except ValueError:
-        raise BadRequest("limit must be an integer.", param="limit") from None
-    try:
-        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
-    except ValueError:
-        raise BadRequest("offset must be an integer.", param="offset") from None
-    return limit, offset
 
 
 def _filter(call: Call, params: Mapping[str, str], *names: str) -> UsageFilter:
@@ -191,16 +179,9 @@ async def search(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
     flt = _filter(call, params, "key_id", "model", "provider", "client_ip")
     flt.status = _status(params)
-    limit, offset = _page(params)
+    limit, offset = page(params)
     records, total = await rt.store.search_usage(flt, limit, offset)
-    body = {
-        "object": "list",
-        "data": [record_json(r) for r in records],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
-    return call.json_response(json.dumps(body))
+    return call.json_response(page_json([record_json(r) for r in records], limit, offset, total=total))
 
 
 def _body_json(data: bytes, size: int, content_type: str | None = None) -> dict[str, Any]:
@@ -236,12 +217,11 @@ async def get_log(rt: Runtime, request: Request, call: Call) -> Response:
 async def ip_audit(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
     flt = _filter(call, params, "key_id", "client_ip")
-    limit, offset = _page(params)
+    limit, offset = page(params)
     pairs, total = await rt.store.ip_audit(flt, limit, offset)
     for pair in pairs:
         pair["first_seen"], pair["last_seen"] = rfc3339(pair["first_seen"]), rfc3339(pair["last_seen"])
-    body = {"object": "list", "data": pairs, "total": total, "limit": limit, "offset": offset}
-    return call.json_response(json.dumps(body))
+    return call.json_response(page_json(pairs, limit, offset, total=total))
 
 
 # --- OpenAPI description (see omnirelay.admin.spec) ------------------------------------------------

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.admin.keys import BIGINT, MAX_BODY, parse_model
+from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
@@ -71,23 +71,8 @@ def ledger_json(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def page(request: Request) -> tuple[int, int]:
-    """`limit` (clamped to 1..1000, default 100) and `offset` from the query string."""
-    params = request.query_params
-    try:
-        limit = min(max(int(params.get("limit", "100")), 1), 1000)
-        offset = min(max(int(params.get("offset", "0")), 0), BIGINT)
-    except ValueError:
-        raise BadRequest("limit and offset must be integers.", param="limit") from None
-    return limit, offset
-
-
-def page_json(items: list[dict[str, Any]], limit: int, offset: int) -> bytes:
-    return json.dumps({"object": "list", "data": items, "limit": limit, "offset": offset})
-
-
 async def ledger_page(rt: Runtime, request: Request, call: Call, user_id: str) -> Response:
-    limit, offset = page(request)
+    limit, offset = page(request.query_params)
     entries = await rt.store.billing.ledger(user_id, limit, offset)
     return call.json_response(page_json([ledger_json(e) for e in entries], limit, offset))
 
@@ -130,7 +115,7 @@ async def topup(rt: Runtime, request: Request, call: Call) -> Response:
 
 
 async def list_users(rt: Runtime, request: Request, call: Call) -> Response:
-    limit, offset = page(request)
+    limit, offset = page(request.query_params)
     users = await rt.store.billing.list_users(limit, offset, request.query_params.get("group_id"))
     return call.json_response(page_json([user_json(u) for u in users], limit, offset))
 
