@@ -229,11 +229,18 @@ ADMIN_ROUTES = [
     ("GET", "/admin/api/users", "admin.users", admin_users.list_users),
     ("PATCH", "/admin/api/users/{user_id}", "admin.users", admin_users.update),
     ("GET", "/admin/api/users/{user_id}/ledger", "admin.users", admin_users.ledger),
+    ("DELETE", "/admin/api/users/{user_id}", "admin.users", admin_users.disable),
     ("GET", "/admin/api/me", "admin.me", admin_me.get),
     ("GET", "/admin/api/me/ledger", "admin.me", admin_me.ledger),
     ("POST", "/admin/api/me/redeem", "admin.me", admin_me.redeem),
     ("POST", "/admin/api/redemption-codes", "admin.redemption_codes", admin_redemption.create),
     ("GET", "/admin/api/redemption-codes", "admin.redemption_codes", admin_redemption.list_codes),
+    (
+        "DELETE",
+        "/admin/api/redemption-codes/{code_hash}",
+        "admin.redemption_codes",
+        admin_redemption.void,
+    ),
     ("GET", "/admin/api/usage", "admin.usage", admin_usage.summary),
     ("GET", "/admin/api/logs", "admin.logs", admin_usage.search),
     ("GET", "/admin/api/logs/{request_id}", "admin.logs", admin_usage.get_log),
@@ -255,6 +262,7 @@ ADMIN_ROUTES = [
     ("GET", "/admin/api/groups", "admin.groups", admin_groups.list_groups),
     ("GET", "/admin/api/groups/{group_id}", "admin.groups", admin_groups.get),
     ("PATCH", "/admin/api/groups/{group_id}", "admin.groups", admin_groups.update),
+    ("DELETE", "/admin/api/groups/{group_id}", "admin.groups", admin_groups.delete),
 ]
 # Anthropic Messages, under both base URLs clients use: http://host and http://host/anthropic.
 ANTHROPIC_ROUTES = [

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from omnirelay.storage import sql
 from omnirelay.storage.billing import (
     CODE_PREFIX,
+    GroupInUseError,
     GroupRecord,
     LedgerEntry,
     LedgerKind,
@@ -335,6 +336,34 @@ async def test_expired_unknown_and_foreign_codes_are_refused(
             await billing.create_codes(0, 100)
         with pytest.raises(ValueError):
             await billing.create_codes(1, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_groups_in_use_stay_and_voided_codes_cannot_be_redeemed(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with billing_store(backend, tmp_path, monkeypatch) as billing:
+        await billing.create_group(GroupRecord(id="g1", name="one"))
+        await billing.create_user(UserRecord(id="u1", name="alice", group_id="g1"))
+        with pytest.raises(GroupInUseError):
+            await billing.delete_group("g1")
+        assert await billing.get_group("g1") is not None
+        await billing.update_user(UserRecord(id="u1", name="alice"))
+        assert await billing.delete_group("g1") is True
+        assert await billing.delete_group("g1") is False
+        assert await billing.get_group("g1") is None
+
+        codes = await billing.create_codes(2, 100, batch="v", now=10.0)
+        voided = await billing.void_code(hash_code(codes[0]), now=20.0)
+        assert voided is not None and voided.expires_at == 20.0 and voided.redeemed_by is None
+        with pytest.raises(RedemptionError) as err:
+            await billing.redeem(codes[0], "u1", now=21.0)
+        assert err.value.reason == "expired"
+        assert await billing.redeem(codes[1], "u1", now=30.0) == 100
+        kept = await billing.void_code(hash_code(codes[1]), now=40.0)  # redeemed: left as it was
+        assert kept is not None and kept.redeemed_by == "u1" and kept.expires_at is None
+        assert await billing.void_code("0" * 64) is None
+        assert await assert_consistent(billing, "u1") == 100
 
 
 async def test_codes_are_stored_only_as_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

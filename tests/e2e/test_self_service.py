@@ -15,6 +15,7 @@ import pytest
 
 from omnirelay.app import create_app
 from omnirelay.config import Config
+from omnirelay.storage.billing import hash_code
 from tests.conftest import MASTER_KEY, Gateway
 from tests.fakes import ServerThread
 
@@ -379,3 +380,57 @@ def test_responses_match_the_documented_schemas(gw: Gateway) -> None:
     for method, path, resp in checks:
         assert resp.status_code < 500, (method, path, resp.text)
         schema[path][method].validate_response(resp)
+
+
+# --- deleting: users are disabled, groups only when empty, codes voided ----------------------------
+
+
+def test_delete_disables_a_user_and_stops_its_keys_at_once(gw: Gateway) -> None:
+    kim = new_user(gw, "kim", balance=10_000)
+    key = new_key(gw, user_id=kim["id"])["key"]
+    chat(gw, key)
+    gone = call(gw, "DELETE", f"/admin/api/users/{kim['id']}")
+    assert gone.status_code == 200 and gone.json()["status"] == "disabled"
+    api = openai.OpenAI(base_url=gw.base_url + "/v1", api_key=key, max_retries=0, timeout=10)
+    with pytest.raises(openai.AuthenticationError) as info:
+        api.chat.completions.create(model="priced", messages=WORDS)  # type: ignore[arg-type]
+    assert info.value.code == "user_disabled"
+    ledger = call(gw, "GET", f"/admin/api/users/{kim['id']}/ledger").json()["data"]
+    assert {e["kind"] for e in ledger} == {"topup", "charge"}  # the history stays
+
+
+def test_a_group_is_deleted_only_when_no_user_belongs_to_it(gw: Gateway) -> None:
+    team = new_group(gw, "team-to-delete", "0.9")
+    lee = new_user(gw, "lee")
+    call(gw, "PATCH", f"/admin/api/users/{lee['id']}", json={"group_id": team})
+    refused = call(gw, "DELETE", f"/admin/api/groups/{team}")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "group_in_use"
+    call(gw, "PATCH", f"/admin/api/users/{lee['id']}", json={"group_id": None})
+    assert call(gw, "DELETE", f"/admin/api/groups/{team}").status_code == 200
+    assert call(gw, "GET", f"/admin/api/groups/{team}").status_code == 404
+    assert call(gw, "DELETE", f"/admin/api/groups/{team}").status_code == 404
+
+
+def test_a_voided_code_cannot_be_redeemed(gw: Gateway) -> None:
+    mia = new_user(gw, "mia")
+    key = new_key(gw, user_id=mia["id"])["key"]
+    made = call(gw, "POST", "/admin/api/redemption-codes", json={"count": 2, "value": 7, "batch": "void-me"})
+    first, second = made.json()["codes"]
+    listed = call(gw, "GET", "/admin/api/redemption-codes", params={"batch": "void-me"}).json()["data"]
+    assert {c["code_hash"] for c in listed} == {hash_code(first), hash_code(second)}  # never the codes
+    assert call(gw, "POST", "/admin/api/me/redeem", key, json={"code": second}).status_code == 200
+
+    voided = call(gw, "DELETE", f"/admin/api/redemption-codes/{hash_code(first)}")
+    assert voided.status_code == 200 and voided.json()["status"] == "expired"
+    refused = call(gw, "POST", "/admin/api/me/redeem", key, json={"code": first})
+    assert refused.status_code == 400 and "expired" in refused.json()["error"]["code"]
+    again = call(gw, "DELETE", f"/admin/api/redemption-codes/{hash_code(second)}")
+    assert again.status_code == 400 and again.json()["error"]["code"] == "redemption_code_redeemed"
+    assert call(gw, "DELETE", "/admin/api/redemption-codes/" + "0" * 64).status_code == 404
+    assert call(gw, "GET", "/admin/api/me", key).json()["balance"] == 7
+
+
+def test_a_key_past_its_expiry_is_listed_as_expired(gw: Gateway) -> None:
+    key = new_key(gw, expires_at="2020-01-01T00:00:00Z")
+    assert key["status"] == "expired"
+    assert call(gw, "GET", f"/admin/api/keys/{key['id']}").json()["status"] == "expired"

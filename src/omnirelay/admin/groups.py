@@ -20,7 +20,7 @@ from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
-from omnirelay.storage.billing import GroupRecord
+from omnirelay.storage.billing import GroupInUseError, GroupRecord
 from omnirelay.transport import json
 
 
@@ -132,6 +132,21 @@ async def update(rt: Runtime, request: Request, call: Call) -> Response:
     return call.json_response(json.dumps(group_json(await _group(rt, group.id))))
 
 
+async def delete(rt: Runtime, request: Request, call: Call) -> Response:
+    group = await _group(rt, request.path_params["group_id"])
+    try:
+        deleted = await rt.store.billing.delete_group(group.id)
+    except GroupInUseError:
+        raise BadRequest(
+            f"Users still belong to group {group.id!r}; move them first.",
+            param="group_id",
+            code="group_in_use",
+        ) from None
+    if not deleted:
+        raise NotFound(f"No group {group.id!r}.", code="group_not_found")
+    return call.json_response(json.dumps({**group_json(group), "deleted": True}))
+
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/admin/api/groups"): Operation(
         "createGroup",
@@ -147,6 +162,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/admin/api/groups/{group_id}"): Operation("getGroup", "Read one group.", "groups", "Group"),
     ("PATCH", "/admin/api/groups/{group_id}"): Operation(
         "updateGroup", "Rename a group or change its multiplier.", "groups", "Group", body="GroupUpdate"
+    ),
+    ("DELETE", "/admin/api/groups/{group_id}"): Operation(
+        "deleteGroup", "Delete a group no user belongs to (400 group_in_use otherwise).", "groups", None
     ),
 }
 

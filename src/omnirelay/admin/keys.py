@@ -93,7 +93,10 @@ def key_json(key: KeyRecord) -> dict[str, Any]:
         "prefix": key.prefix,
         "name": key.name,
         "user_id": key.user_id,
-        "status": key.status,
+        # An active key past its expiry shows as expired (it is refused with 401 key_expired).
+        "status": "expired"
+        if key.status == "active" and key.expires_at is not None and key.expires_at <= time.time()
+        else key.status,
         "created_at": _rfc3339(key.created_at),
         "expires_at": _rfc3339(key.expires_at),
         "quota": key.quota,

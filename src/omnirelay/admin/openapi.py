@@ -150,7 +150,7 @@ def component_schemas() -> dict[str, Any]:
             "prefix": {"type": "string", "description": "The start of the secret, for display."},
             "name": nullable({"type": "string"}),
             "user_id": nullable({"type": "string"}),
-            "status": {"enum": ["active", "disabled"]},
+            "status": {"enum": ["active", "disabled", "expired"]},
             "created_at": {"type": "string", "format": "date-time"},
             "expires_at": nullable({"type": "string", "format": "date-time"}),
             "quota": {**nullable_int, "description": "Credits in micro-units; null = unlimited."},

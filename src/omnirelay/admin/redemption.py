@@ -15,6 +15,7 @@ from starlette.responses import Response
 from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
 from omnirelay.call import Call
+from omnirelay.errors import BadRequest, NotFound
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
 from omnirelay.storage.billing import RedemptionCode
@@ -92,6 +93,19 @@ async def list_codes(rt: Runtime, request: Request, call: Call) -> Response:
     return call.json_response(page_json([code_json(c, now) for c in codes], limit, offset))
 
 
+async def void(rt: Runtime, request: Request, call: Call) -> Response:
+    """Make an unredeemed code unusable (it expires now and stays listed)."""
+    code_hash = request.path_params["code_hash"]
+    code = await rt.store.billing.void_code(code_hash) if len(code_hash) <= 64 else None
+    if code is None:
+        raise NotFound("No such redemption code.", code="code_not_found")
+    if code.redeemed_by is not None:
+        raise BadRequest(
+            "This code was redeemed already.", param="code_hash", code="redemption_code_redeemed"
+        )
+    return call.json_response(json.dumps(code_json(code, time.time())))
+
+
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/admin/api/redemption-codes"): Operation(
         "createRedemptionCodes",
@@ -107,6 +121,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "redemption-codes",
         "RedemptionCodeList",
         query=(*PAGE_QUERY, QueryParam("batch", {"type": "string"}, "Only codes of this batch.")),
+    ),
+    ("DELETE", "/admin/api/redemption-codes/{code_hash}"): Operation(
+        "voidRedemptionCode",
+        "Void an unredeemed code (by its `code_hash`): it expires now and stays listed.",
+        "redemption-codes",
+        "RedemptionCode",
     ),
 }
 

@@ -140,6 +140,17 @@ async def update(rt: Runtime, request: Request, call: Call) -> Response:
     return call.json_response(json.dumps(user_json(fresh)))
 
 
+async def disable(rt: Runtime, request: Request, call: Call) -> Response:
+    """Users are never erased (their ledger is the money's history): DELETE disables the user, whose
+    keys stop working at once."""
+    user = await _user(rt, request.path_params["user_id"])
+    user.status = "disabled"
+    await rt.store.billing.update_user(user)
+    fresh = await _user(rt, user.id)
+    rt.auth.remember_user(fresh)
+    return call.json_response(json.dumps(user_json(fresh)))
+
+
 async def ledger(rt: Runtime, request: Request, call: Call) -> Response:
     user = await _user(rt, request.path_params["user_id"])
     return await ledger_page(rt, request, call, user.id)
@@ -159,6 +170,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "users",
         "User",
         body="UserUpdate",
+    ),
+    ("DELETE", "/admin/api/users/{user_id}"): Operation(
+        "disableUser",
+        "Disable a user (users are kept with their ledger); the user's keys stop working at once.",
+        "users",
+        "User",
     ),
     ("GET", "/admin/api/users/{user_id}/ledger"): Operation(
         "getUserLedger", "A user's ledger entries, newest first.", "users", "LedgerList", query=PAGE_QUERY

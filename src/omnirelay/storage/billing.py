@@ -148,6 +148,12 @@ class UnknownUserError(BillingError, LookupError):
         super().__init__(f"unknown user(s): {', '.join(sorted(self.user_ids))}")
 
 
+class GroupInUseError(BillingError):
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"users still belong to group {group_id}")
+        self.group_id = group_id
+
+
 class RedemptionError(BillingError):
     """A code that cannot be redeemed; `reason` says why (unknown, redeemed, expired)."""
 
@@ -222,6 +228,10 @@ class BillingStore(ABC):
     @abstractmethod
     async def update_group(self, group: GroupRecord) -> None: ...
 
+    @abstractmethod
+    async def delete_group(self, group_id: str) -> bool:
+        """Delete a group no user belongs to: False when unknown; GroupInUseError when in use."""
+
     # money
     @abstractmethod
     async def balance(self, user_id: str) -> int | None:
@@ -264,6 +274,11 @@ class BillingStore(ABC):
 
     @abstractmethod
     async def get_code(self, code: str) -> RedemptionCode | None: ...
+
+    @abstractmethod
+    async def void_code(self, code_hash: str, now: float | None = None) -> RedemptionCode | None:
+        """Make an unredeemed code expire now (it stays listed); None when unknown. A redeemed
+        code is returned unchanged."""
 
     @abstractmethod
     async def list_codes(
@@ -357,6 +372,14 @@ class SqlBillingStore(BillingStore):
             result = await conn.execute(sa.update(groups).where(groups.c.id == group.id).values(**values))
             if result.rowcount == 0:
                 raise LookupError(f"unknown group: {group.id}")
+
+    async def delete_group(self, group_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            members = await conn.execute(sa.select(users.c.id).where(users.c.group_id == group_id).limit(1))
+            if members.first() is not None:
+                raise GroupInUseError(group_id)
+            result = await conn.execute(sa.delete(groups).where(groups.c.id == group_id))
+            return bool(result.rowcount)
 
     # money ----------------------------------------------------------------------------------------
     async def balance(self, user_id: str) -> int | None:
@@ -535,6 +558,20 @@ class SqlBillingStore(BillingStore):
         query = sa.select(*cols).where(redemption_codes.c.code_hash == hash_code(code.strip()))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
+        return RedemptionCode(**row._asdict()) if row else None
+
+    async def void_code(self, code_hash: str, now: float | None = None) -> RedemptionCode | None:
+        now = time.time() if now is None else now
+        table = redemption_codes
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(table)
+                .where(table.c.code_hash == code_hash, table.c.redeemed_by.is_(None))
+                .where(sa.or_(table.c.expires_at.is_(None), table.c.expires_at > now))
+                .values(expires_at=now)
+            )
+            cols = [table.c[f] for f in _CODE_FIELDS]
+            row = (await conn.execute(sa.select(*cols).where(table.c.code_hash == code_hash))).first()
         return RedemptionCode(**row._asdict()) if row else None
 
     async def list_codes(
