@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omnirelay.accounting.prices import Price, PriceCatalog
-from omnirelay.config import Config, ConfigError, ProviderConfig
+from omnirelay.config import NO_ENV_KEYS, Config, ConfigError, ProviderConfig
 from omnirelay.providers.catalog import Provider, build_provider
 from omnirelay.routing.router import Router
 from omnirelay.security.secrets import (
@@ -115,9 +115,10 @@ def decrypt_channel(record: ChannelRecord, ring: KeyRing) -> ProviderConfig:
         h: ring.decrypt(t, aad=_aad(name, "header:" + h))
         for h, t in record.secrets.get("headers", {}).items()
     }
-    cfg = ProviderConfig.model_validate({**record.definition, "api_keys": keys, "headers": headers})
-    cfg.api_keys = keys  # never a key from the environment (a preset's key_env) for a stored channel
-    return cfg
+    # Never a key from the environment (a preset's key_env) for a stored channel.
+    return ProviderConfig.model_validate(
+        {**record.definition, "api_keys": keys, "headers": headers}, context={NO_ENV_KEYS: True}
+    )
 
 
 def reencrypt_secrets(record: ChannelRecord, ring: KeyRing) -> dict[str, Any]:

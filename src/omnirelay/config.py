@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from omnirelay.providers.presets import PRESETS
 
@@ -21,6 +29,10 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class ConfigError(Exception):
     pass
+
+
+# Validation context flag: validate a provider without filling its keys from the environment.
+NO_ENV_KEYS = "no_env_keys"
 
 
 class _Strict(BaseModel):
@@ -97,12 +109,14 @@ class ProviderConfig(Caps):
         return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
-    def _complete(self) -> ProviderConfig:
+    def _complete(self, info: ValidationInfo) -> ProviderConfig:
         preset = PRESETS.get(self.type)
+        # A provider defined through the admin API never takes a key from the host's environment.
+        from_env = not (info.context or {}).get(NO_ENV_KEYS)
         if self.type in ("openai-compatible", "azure") and not self.base_url:
             raise ValueError(f"type {self.type} needs a base_url")
         if self.type != "mock":
-            if not self.api_keys and preset is not None:
+            if not self.api_keys and preset is not None and from_env:
                 self.api_keys = keys_from_env(preset.key_env)
             if (
                 not self.api_keys
@@ -224,6 +238,8 @@ class BillingConfig(_Strict):
     unpriced_models: Literal["free", "refuse"] = "free"
     # The output bound of a quota reservation when the request declares no max_tokens.
     default_max_output_tokens: int = Field(4096, ge=1)
+    # How many active keys a user may create for itself through the self-service API.
+    max_keys_per_user: int = Field(50, ge=1, le=1000)
     free_tier: FreeTierConfig = Field(default_factory=FreeTierConfig)
 
 

@@ -111,7 +111,7 @@ class Runtime:
         charged_user = (
             key.user_id if key is not None and key.user_id and self.wallets.known(key.user_id) else None
         )
-        if key is not None and (key.quota is not None or charged_user):
+        if call.billable and key is not None and (key.quota is not None or charged_user):
             held = self._estimate(route, model, body or {}, call.request_bytes, self._multiplier(call))
             if charged_user:
                 self.wallets.reserve(charged_user, held)

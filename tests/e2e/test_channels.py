@@ -374,3 +374,25 @@ def test_providers_list_command_shows_masked_keys(
     out = capsys.readouterr().out
     assert "chan" in out and "sk-u…1111" in out and "config" in out
     assert not any(secret in out for secret in SECRETS)
+
+
+def test_a_channel_never_takes_a_key_from_the_hosts_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Presets that need no key (ollama, vllm, llamacpp) read one from the environment when a config
+    file defines them; a channel made through the API must not, or an admin could send the host's
+    key to any base_url."""
+    monkeypatch.delenv("OMNIRELAY_ENCRYPTION_KEY", raising=False)
+    monkeypatch.setenv("OLLAMA_API_KEY", "sk-host-secret-ollama-0123456789")
+    with gateway(tmp_path) as gw:
+        made = api(
+            gw,
+            "POST",
+            "/admin/api/providers",
+            {"name": "local", "type": "ollama", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]},
+        )
+        assert made.status_code == 201, made.text
+        assert made.json()["api_keys"] == []
+        provider = next(p for p in gw.runtime.providers if p.name == "local")
+        assert provider.config.api_keys == []
+    assert b"sk-host-secret-ollama" not in database_bytes(tmp_path)

@@ -149,3 +149,20 @@ def test_config_validation() -> None:
         parse("billing:\n  free_tier:\n    per_key_daily: {chat: 0}\n")
     config = parse("billing:\n  free_tier:\n    per_ip_daily: {chat: 200, embeddings: 1000}\n")
     assert config.billing.free_tier.per_ip_daily == {"chat": 200, "embeddings": 1000}
+
+
+def test_a_users_keys_share_the_per_key_cap(gw: Gateway) -> None:
+    """A user can mint keys itself; they must not multiply its free tier."""
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    user = httpx.post(gw.base_url + "/admin/api/users", json={"name": "freeloader"}, headers=admin).json()
+    own = new_key(gw, user_id=user["id"])
+    minted = httpx.post(
+        gw.base_url + "/admin/api/keys", json={"name": "another"}, headers={"Authorization": f"Bearer {own}"}
+    )
+    assert minted.status_code == 201, minted.text
+    first, second = client(gw, own), client(gw, minted.json()["key"])
+    for api in (first, second, first):
+        api.chat.completions.create(model="mock", messages=HELLO)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as info:
+        second.chat.completions.create(model="mock", messages=HELLO)  # type: ignore[arg-type]
+    assert "this API key's user has used its 3 chat requests for today" in info.value.message

@@ -434,3 +434,80 @@ def test_a_key_past_its_expiry_is_listed_as_expired(gw: Gateway) -> None:
     key = new_key(gw, expires_at="2020-01-01T00:00:00Z")
     assert key["status"] == "expired"
     assert call(gw, "GET", f"/admin/api/keys/{key['id']}").json()["status"] == "expired"
+
+
+def test_a_user_may_tighten_its_keys_but_not_undo_an_admins_limits(gw: Gateway) -> None:
+    nora = new_user(gw, "nora")
+    own = new_key(gw, user_id=nora["id"])["key"]
+    limited = new_key(
+        gw,
+        user_id=nora["id"],
+        quota=1000,
+        rpm=10,
+        allowed_models=["priced"],
+        expires_at="2099-01-01T00:00:00Z",
+    )
+    path = f"/admin/api/keys/{limited['id']}"
+    for change in (
+        {"quota": None},
+        {"quota": 5000},
+        {"rpm": 11},
+        {"allowed_models": None},
+        {"allowed_models": ["priced", "mock"]},
+        {"expires_at": None},
+        {"expires_at": "2100-01-01T00:00:00Z"},
+    ):
+        refused = call(gw, "PATCH", path, own, json=change)
+        assert refused.status_code == 403, change
+        assert refused.json()["error"]["param"] == next(iter(change))
+    tightened = call(
+        gw,
+        "PATCH",
+        path,
+        own,
+        json={"quota": 500, "rpm": 5, "expires_at": "2098-01-01T00:00:00Z", "tpm": 100},
+    )
+    assert tightened.status_code == 200, tightened.text
+    assert (tightened.json()["quota"], tightened.json()["rpm"], tightened.json()["tpm"]) == (500, 5, 100)
+    # A key an admin revoked stays revoked; the user may disable, not re-enable.
+    assert call(gw, "DELETE", path).status_code == 200
+    assert call(gw, "PATCH", path, own, json={"status": "active"}).status_code == 403
+    assert call(gw, "PATCH", path, own, json={"status": "disabled"}).status_code == 200
+    assert call(gw, "PATCH", path, json={"status": "active"}).json()["status"] == "active"  # the admin may
+
+
+def test_a_user_holds_a_bounded_number_of_keys(gw: Gateway) -> None:
+    olga = new_user(gw, "olga")
+    own = new_key(gw, user_id=olga["id"])
+    cap = gw.runtime.config.billing.max_keys_per_user
+    made = [call(gw, "POST", "/admin/api/keys", own["key"], json={}) for _ in range(cap - 1)]
+    assert all(r.status_code == 201 for r in made)
+    refused = call(gw, "POST", "/admin/api/keys", own["key"], json={})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "too_many_keys"
+    assert call(gw, "DELETE", f"/admin/api/keys/{made[0].json()['id']}", own["key"]).status_code == 200
+    assert call(gw, "POST", "/admin/api/keys", own["key"], json={}).status_code == 201
+
+
+def test_an_empty_user_id_is_refused(gw: Gateway) -> None:
+    refused = call(gw, "POST", "/admin/api/keys", json={"user_id": ""})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "user_id"
+    key = new_key(gw)
+    patched = call(gw, "PATCH", f"/admin/api/keys/{key['id']}", json={"user_id": ""})
+    assert patched.status_code == 400
+
+
+def test_counting_tokens_needs_no_balance(gw: Gateway) -> None:
+    pia = new_user(gw, "pia")  # balance 0
+    key = new_key(gw, user_id=pia["id"])["key"]
+    api = anthropic.Anthropic(base_url=gw.base_url, api_key=key, max_retries=0, timeout=10)
+    counted = api.messages.count_tokens(model="priced", messages=[{"role": "user", "content": "hi"}])
+    assert counted.input_tokens > 0
+    gemini = httpx.post(
+        f"{gw.base_url}/v1beta/models/priced:countTokens",
+        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        headers={"x-goog-api-key": key},
+        timeout=10,
+    )
+    assert gemini.status_code == 200 and gemini.json()["totalTokens"] > 0
+    with pytest.raises(anthropic.PaymentRequiredError):
+        api.messages.create(model="priced", max_tokens=5, messages=[{"role": "user", "content": "hi"}])

@@ -101,6 +101,10 @@ class BodyCapture:
         )
 
 
+# At most this many captured requests wait for the database (each holds up to twice max_bytes).
+MAX_PENDING_BODIES = 2000
+
+
 class BodyLog:
     """Whether a request's bodies are logged, their background writer, and the retention purge."""
 
@@ -120,6 +124,7 @@ class BodyLog:
             store.add_bodies, flush_interval, name="logged bodies"
         )
         self._purger: asyncio.Task[None] | None = None
+        self.dropped = 0  # bodies not logged because the backlog was full
 
     def capture_for(self, key: KeyRecord | None) -> BodyCapture | None:
         """A capture when this key's requests are logged (its own setting, else the gateway's)."""
@@ -127,6 +132,13 @@ class BodyLog:
         return BodyCapture(self.max_bytes) if wanted else None
 
     def record(self, request_id: str, ts: float, capture: BodyCapture) -> None:
+        # Usage records are never dropped; logged bodies are optional and large, so while the
+        # database cannot keep up (or is down) the newest ones are dropped rather than memory grown.
+        if self.writer.pending >= MAX_PENDING_BODIES:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.warning("body log backlog is full; %d bodies not logged so far", self.dropped)
+            return
         self.writer.record(capture.logged(request_id, ts))
 
     async def purge(self) -> int:

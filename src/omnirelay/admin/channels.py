@@ -20,7 +20,7 @@ from omnirelay.admin.params import MAX_BODY
 from omnirelay.admin.spec import Operation, model_schema, nullable, ref
 from omnirelay.call import Call
 from omnirelay.channels import Channel, ChannelManager, encrypt_channel
-from omnirelay.config import ConfigError, ProviderConfig
+from omnirelay.config import NO_ENV_KEYS, ConfigError, ProviderConfig
 from omnirelay.errors import BadRequest, GatewayError, NotFound
 from omnirelay.pipeline import read_body
 from omnirelay.providers.catalog import build_provider
@@ -126,7 +126,7 @@ def parse_channel(data: dict[str, Any]) -> ChannelCreate:
     """A validated channel; the first problem becomes a 400 that never repeats a submitted value
     (a base_url may carry a secret, and error messages end up in the usage records)."""
     try:
-        return ChannelCreate.model_validate(data)
+        return ChannelCreate.model_validate(data, context={NO_ENV_KEYS: True})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
@@ -140,9 +140,7 @@ def parse_channel(data: dict[str, Any]) -> ChannelCreate:
 
 
 def _provider_config(body: ChannelCreate) -> ProviderConfig:
-    cfg = ProviderConfig.model_validate(body.model_dump(exclude={"enabled"}))
-    cfg.api_keys = list(body.api_keys)  # never a key picked up from the environment
-    return cfg
+    return ProviderConfig.model_validate(body.model_dump(exclude={"enabled"}), context={NO_ENV_KEYS: True})
 
 
 def _display_url(url: str | None) -> str | None:

@@ -28,7 +28,7 @@ class KeyFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=256)
-    user_id: str | None = Field(None, max_length=64)
+    user_id: str | None = Field(None, min_length=1, max_length=64)
     quota: int | None = Field(None, ge=0, le=BIGINT)  # credits in micro-units; null = unlimited
     expires_at: datetime | None = None  # RFC 3339
     allowed_models: list[str] | None = None
@@ -122,6 +122,12 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
         if fields.user_id not in (None, scope):
             raise PermissionDenied("A user may create keys only for itself.", param="user_id")
         fields.user_id = scope
+        cap = rt.config.billing.max_keys_per_user
+        owned = await rt.store.list_keys(scope, limit=cap + 1)
+        if sum(k.status == "active" for k in owned) >= cap:
+            raise PermissionDenied(
+                f"A user may hold at most {cap} active keys; revoke one first.", code="too_many_keys"
+            )
     elif fields.user_id is not None and await rt.store.billing.get_user(fields.user_id) is None:
         raise BadRequest(f"No user {fields.user_id!r}.", param="user_id", code="user_not_found")
     secret = generate_key()
@@ -152,7 +158,7 @@ async def list_keys(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
     limit, offset = page(params)
     scope = own_scope(call)
-    keys = await rt.store.list_keys(scope or params.get("user_id"), limit, offset)
+    keys = await rt.store.list_keys(scope if scope is not None else params.get("user_id"), limit, offset)
     return call.json_response(page_json([key_json(k) for k in keys], limit, offset))
 
 
@@ -169,6 +175,34 @@ async def get(rt: Runtime, request: Request, call: Call) -> Response:
     return call.json_response(json.dumps(key_json(await _existing(rt, request, call))))
 
 
+_TIGHTER_LIMITS = ("quota", "rpm", "rpd", "tpm")
+_NARROWER_LISTS = ("allowed_models", "allowed_ips")
+
+
+def _only_tighten(key: KeyRecord, changes: dict[str, Any]) -> None:
+    """A user may tighten its own keys but not undo what an admin set: lower a limit, narrow a
+    list, bring the expiry forward, disable the key. Raising, widening, postponing and re-enabling
+    need an admin (a key an admin revoked stays revoked)."""
+
+    def refuse(param: str, what: str) -> None:
+        raise PermissionDenied(f"A user may only {what}; ask an admin for more.", param=param)
+
+    for name in _TIGHTER_LIMITS:  # no limit before: any limit tightens
+        old = getattr(key, name)
+        if name in changes and old is not None and (changes[name] is None or changes[name] > old):
+            refuse(name, f"lower its key's {name}")
+    for name in _NARROWER_LISTS:  # no list before: any list narrows
+        old = getattr(key, name)
+        if name in changes and old is not None and (changes[name] is None or set(changes[name]) - set(old)):
+            refuse(name, f"narrow its key's {name}")
+    if "expires_at" in changes:
+        new_ts = changes["expires_at"].timestamp() if changes["expires_at"] else None
+        if key.expires_at is not None and (new_ts is None or new_ts > key.expires_at):
+            refuse("expires_at", "bring its key's expiry forward")
+    if changes.get("status") == "active" and key.status != "active":
+        refuse("status", "disable its key")
+
+
 async def update(rt: Runtime, request: Request, call: Call) -> Response:
     key = await _existing(rt, request, call)
     changes = parse_model(KeyUpdate, await read_body(request, MAX_BODY)).model_dump(exclude_unset=True)
@@ -179,6 +213,8 @@ async def update(rt: Runtime, request: Request, call: Call) -> Response:
         raise PermissionDenied("Only an admin may set a key's price multiplier.", param="price_multiplier")
     if scope is not None and changes.get("user_id", scope) != scope:
         raise PermissionDenied("A user may not give its keys to another user.", param="user_id")
+    if scope is not None:
+        _only_tighten(key, changes)
     if (
         scope is None
         and changes.get("user_id")

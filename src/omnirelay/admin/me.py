@@ -18,7 +18,7 @@ from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
 from omnirelay.pipeline import read_body
 from omnirelay.runtime import Runtime
-from omnirelay.storage.billing import GroupRecord, RedemptionError, UserRecord
+from omnirelay.storage.billing import GroupRecord, RedemptionError, UnknownUserError, UserRecord
 from omnirelay.transport import json
 
 _REDEEM_FAILURES = {
@@ -99,6 +99,8 @@ async def redeem(rt: Runtime, request: Request, call: Call) -> Response:
     fields = parse_model(Redeem, await read_body(request, MAX_BODY))
     try:
         value = await rt.store.billing.redeem(fields.code, user_id)
+    except UnknownUserError:  # the key's user is gone
+        raise NotFound("This key's user does not exist.", code="user_not_found") from None
     except RedemptionError as exc:
         message, code = _REDEEM_FAILURES[exc.reason]
         raise BadRequest(message, param="code", code=code) from None  # never echo the code

@@ -46,6 +46,7 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
     call.model = model
     raw = await read_body(request, rt.config.server.max_body_bytes)
     body = json.parse_object(raw)
+    call.billable = method != "countTokens"  # counting tokens is free (and needs no credit), as at Google
     route = rt.resolve(call, model, body)
     if method in CHAT_METHODS:
         stream = method == "streamGenerateContent"
@@ -71,7 +72,6 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
 
 async def _count_tokens(call: Call, route: Route, model: str, body: dict[str, Any]) -> Response:
     dep = route.deployments[0]
-    call.billable = False  # counting tokens is free, as at Google
     if dep.provider.dialect == "gemini":
         call.served_by(dep)
         return await gemini_passthrough.relay_json(call, dep, "countTokens", body)

@@ -7,8 +7,9 @@ embeddings, Gemini embedContent / batchEmbedContents). Other endpoints (model li
 moderations, images, audio, admin) are not capped. The master key is exempt.
 
 Counts live in the routing state (`RoutingState.try_acquire` with `Limits(rpd=…)` on the subjects
-`ip:<family>:<ip>` and `key:<family>:<key id>`), so the request path never touches the database and
-replicas sharing a Redis state share the counts. A request is counted when admitted, whatever its
+`ip:<family>:<ip>` and `key:<family>:<key id>`, or `user:<family>:<user id>` for the keys of a
+user, who could otherwise multiply its cap by minting keys), so the request path never touches the
+database and replicas sharing a Redis state share the counts. A request is counted when admitted, whatever its
 outcome; a request refused by one cap is not counted against the other.
 """
 
@@ -70,8 +71,12 @@ async def admit(
     if principal.is_master:
         return
     counted: list[str] = []
+    # Keys of one user share the per-key cap: users can mint keys, which must not multiply it.
+    owner = principal.user_id
     checks: list[tuple[str, int | None, str]] = [
-        (f"key:{fam}:{principal.key_id}", config.per_key_daily.get(fam), "this API key"),
+        (f"user:{fam}:{owner}", config.per_key_daily.get(fam), "this API key's user")
+        if owner
+        else (f"key:{fam}:{principal.key_id}", config.per_key_daily.get(fam), "this API key")
     ]
     if client_ip is not None:
         checks.append((f"ip:{fam}:{client_ip}", config.per_ip_daily.get(fam), f"the client IP {client_ip}"))
