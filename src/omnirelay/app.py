@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from omnirelay.accounting.metering import prompt_usage
 from omnirelay.admin import access as admin_access
 from omnirelay.admin import channels as admin_channels
 from omnirelay.admin import deployments as admin_deployments
@@ -139,6 +140,16 @@ def endpoint(
             async def on_close(disconnected: bool) -> None:
                 if disconnected and call.status < 400:
                     call.status, call.error = 499, "client disconnected"
+                # A client that left before the first chunk still had its prompt processed; an
+                # upstream that failed before any output is a failed attempt and costs nothing.
+                if (
+                    disconnected
+                    and call.usage is None
+                    and call.prompt is not None
+                    and call.provider
+                    and call.billable
+                ):
+                    call.usage = prompt_usage(call.prompt)
                 await rt.settle(call)
 
             response.on_close = on_close

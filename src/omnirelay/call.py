@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 
@@ -29,6 +29,7 @@ class Call:
         "key_id",
         "model",
         "principal",
+        "prompt",
         "provider",
         "request_bytes",
         "request_id",
@@ -69,6 +70,8 @@ class Call:
         self.billable = True  # False for free operations that still report tokens (count_tokens)
         self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
         self.bodies: BodyCapture | None = None  # set when its bodies are logged
+        # A stream's lazy prompt count: what it is charged if it ends before any usage is known.
+        self.prompt: Callable[[], int] | None = None
 
     def served_by(self, dep: Deployment) -> None:
         self.provider = dep.provider.name
@@ -94,8 +97,12 @@ class Call:
         return Response(body, status_code=status, headers=headers, media_type=content_type)
 
     def stream_response(
-        self, body: AsyncIterator[bytes], content_type: bytes | None = None
+        self,
+        body: AsyncIterator[bytes],
+        content_type: bytes | None = None,
+        prompt: Callable[[], int] | None = None,
     ) -> StreamResponse:
+        self.prompt = prompt
         headers = self.headers()
         headers["x-request-id"] = self.request_id
         base = SSE_HEADERS if content_type is None else [(b"content-type", content_type), *SSE_HEADERS[1:]]

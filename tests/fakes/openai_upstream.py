@@ -76,6 +76,7 @@ FAILURE_MODELS: dict[str, str] = {
     "cut-stream": "stream: role chunk + 2 content chunks, then the connection is dropped (no [DONE])",
     "slow-first-byte": "sleep FakeState.slow_seconds before sending anything, then answer normally",
     "slow-stream": "stream normally but sleep FakeState.chunk_delay between events",
+    "slow-first-chunk": "stream: headers at once, then sleep FakeState.slow_seconds before the first event",
     "no-usage": "answer normally but never report usage (an old vLLM/Ollama), even when a stream asks",
     "cache-hit": "answer normally; usage adds a cached 900-token prefix (cached_tokens 900)",
 }
@@ -222,8 +223,9 @@ def _install_log_filter() -> None:
 class _EventStream(Response):
     """A ``text/event-stream`` response made of pre-rendered events.
 
-    ``delay`` sleeps between events; ``drop_after`` sends only that many events and then
-    returns without finishing the chunked body, which makes uvicorn close the socket.
+    ``delay`` sleeps between events (``first_delay`` before the first); ``drop_after`` sends only
+    that many events and then returns without finishing the chunked body, which makes uvicorn close
+    the socket.
     """
 
     def __init__(
@@ -232,6 +234,7 @@ class _EventStream(Response):
         *,
         headers: Mapping[str, str],
         delay: float = 0.0,
+        first_delay: float = 0.0,
         drop_after: int | None = None,
         state: FakeState | None = None,
     ) -> None:
@@ -240,6 +243,7 @@ class _EventStream(Response):
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.events = list(events)
         self.delay = delay
+        self.first_delay = first_delay
         self.drop_after = drop_after
         self.state = state
 
@@ -270,6 +274,8 @@ class _EventStream(Response):
                     return
                 if i and self.delay:
                     await asyncio.sleep(self.delay)
+                elif not i and self.first_delay:
+                    await asyncio.sleep(self.first_delay)
                 if disconnected.is_set():
                     return
                 await send({"type": "http.response.body", "body": event, "more_body": True})
@@ -928,7 +934,8 @@ def _stream_response(events: list[bytes], body: dict[str, Any], state: FakeState
         broken = events[1][: max(8, len(events[1]) // 2)].rstrip(b"\n") + b"\n\n"
         return _EventStream([events[0], broken, _SSE_DONE], headers=headers)
     delay = state.chunk_delay if model == "slow-stream" else 0.0
-    return _EventStream(events, headers=headers, delay=delay, state=state)
+    first = state.slow_seconds if model == "slow-first-chunk" else 0.0
+    return _EventStream(events, headers=headers, delay=delay, first_delay=first, state=state)
 
 
 def create_app(state: FakeState) -> Starlette:

@@ -95,6 +95,16 @@ def _strings(value: Any) -> Iterable[str]:
                 yield from _strings(item)
 
 
+def prompt_usage(prompt: Callable[[], int]) -> Usage | None:
+    """The usage of a stream that ended before anything about its usage was known (the client went
+    away before the first chunk): its prompt, counted, which the upstream has already processed."""
+    try:  # runs while a request is being closed: a failure here must not lose its usage record
+        return Usage(input_tokens=prompt(), estimated=True)
+    except Exception:
+        log.exception("counting the prompt of a stream without usage failed")
+        return None
+
+
 def settle_usage(
     model: str,
     generated: Generated,

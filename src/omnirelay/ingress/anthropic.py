@@ -7,9 +7,11 @@ stop reason and usage, `message_stop`). Anthropic-dialect upstreams skip this co
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
+from omnirelay.accounting.tokenizer import count_input
 from omnirelay.canonical.ids import carry, uncarry
 from omnirelay.canonical.messages import (
     FilePart,
@@ -37,6 +39,8 @@ from omnirelay.canonical.stream import (
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import BadRequest, GatewayError, UpstreamError
 from omnirelay.transport import json, sse
+
+log = logging.getLogger("omnirelay")
 
 _STOP: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -344,9 +348,16 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class StreamEncoder:
-    """Canonical events → Anthropic SSE. Blocks are numbered contiguously from 0, one open at a time."""
+    """Canonical events → Anthropic SSE. Blocks are numbered contiguously from 0, one open at a time.
+
+    Clients read `message_start`'s usage for their context accounting, but a non-Anthropic upstream
+    reports usage only at the end: until then the prompt is counted with the tokenizer (once per
+    stream). `message_delta` then carries the upstream's own figures, which replace it (the SDK's
+    accumulated message ends with them).
+    """
 
     def __init__(self, req: ChatRequest) -> None:
+        self._req = req
         self._model = req.model
         self._started = False
         self._open: int | None = None  # canonical index of the open block
@@ -369,10 +380,20 @@ class StreamEncoder:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                    "usage": self._start_usage(),
                 },
             },
         )
+
+    def _start_usage(self) -> dict[str, Any]:
+        if self._usage is not None:
+            return usage_json(self._usage)
+        try:
+            estimate = count_input(self._req)
+        except Exception:  # an estimate only: never worth failing the stream over
+            log.exception("counting the prompt for message_start failed")
+            estimate = 0
+        return {"input_tokens": estimate, "output_tokens": 0}
 
     def _close_block(self) -> bytes:
         if self._open is None:
@@ -382,6 +403,9 @@ class StreamEncoder:
         return _event("content_block_stop", {"type": "content_block_stop", "index": self._next - 1})
 
     def encode(self, event: StreamEvent) -> bytes:
+        if isinstance(event, UsageEvent):  # before message_start, when it comes first
+            self._usage = event.usage
+            return b"" if self._started else self._start()
         head = b"" if self._started or isinstance(event, StreamStart) else self._start()
         if isinstance(event, BlockDelta):
             if event.choice or event.index != self._open:
@@ -437,9 +461,6 @@ class StreamEncoder:
             if not event.choice:
                 self._stop_reason = _STOP.get(event.reason, "end_turn")
             return head
-        if isinstance(event, UsageEvent):
-            self._usage = event.usage
-            return head
         if isinstance(event, StreamStart):
             return self._start(event.id)
         if isinstance(event, StreamError):
@@ -448,7 +469,8 @@ class StreamEncoder:
 
     def close(self) -> bytes:
         out = (b"" if self._started else self._start()) + self._close_block()
-        usage = usage_json(self._usage)
+        # No usage from the upstream: output only, so that message_start's estimate stands.
+        usage = usage_json(self._usage) if self._usage is not None else {"output_tokens": 0}
         out += _event(
             "message_delta",
             {

@@ -59,7 +59,7 @@ async def messages(
     call.upstream_headers = resp.headers
     if body.get("stream") is True and "event-stream" in resp.headers.get("content-type", ""):
         prompt = prompt_of(lambda: decode(body), body, dep.upstream_model)  # only if usage is missing
-        return call.stream_response(relay_stream(call, dep, resp, prompt))
+        return call.stream_response(relay_stream(call, dep, resp, prompt), prompt=prompt)
     raw = await read_whole(call, dep, resp)
     data = parse_answer(dep, raw)
     if isinstance(data, dict) and isinstance(data.get("usage"), dict):

@@ -71,7 +71,7 @@ async def generate(
     model = dep.upstream_model
     prompt = prompt_of(lambda: decode_for(model, body), body, model)  # only if usage is missing
     relay = _relay_sse(call, dep, resp, prompt) if use_sse else _relay_array(call, dep, resp, prompt)
-    return call.stream_response(relay, content_type)
+    return call.stream_response(relay, content_type, prompt)
 
 
 class Texts:

@@ -137,7 +137,8 @@ async def _chat_translated(
     first = await anext(events)  # failures before the first event can still go to another deployment
     req.model = call.model
     encoder = ingress.stream_encoder(req)
-    return call.stream_response(_encode_stream(call, encoder, first, events, dep.upstream_model, prompt))
+    body = _encode_stream(call, encoder, first, events, dep.upstream_model, prompt)
+    return call.stream_response(body, prompt=prompt)
 
 
 async def _encode_stream(

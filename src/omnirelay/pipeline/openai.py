@@ -59,7 +59,7 @@ async def _chat_passthrough(
     call.upstream_headers = resp.headers
     prompt = prompt_of(lambda: OPENAI.decode(body), body, dep.upstream_model)  # only if usage is missing
     if stream and "event-stream" in resp.headers.get("content-type", ""):
-        return call.stream_response(relay_stream(call, dep, resp, strip_usage, prompt))
+        return call.stream_response(relay_stream(call, dep, resp, strip_usage, prompt), prompt=prompt)
     raw, content_type = await relay_body(call, dep, resp, parse=True, prompt=prompt)
     return call.json_response(raw, resp.status, content_type)
 
@@ -126,7 +126,7 @@ def openai_json_endpoint(
             resp = await send_json(dep, path, json.dumps(out))
             call.upstream_headers = resp.headers
             prompt = _completion_prompt(path, body, dep)
-            return call.stream_response(relay_stream(call, dep, resp, strip, prompt))
+            return call.stream_response(relay_stream(call, dep, resp, strip, prompt), prompt=prompt)
 
         return await with_attempts(rt, call, rt.resolve(call, call.model), attempt)
 
