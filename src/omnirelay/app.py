@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from omnirelay.accounting.metering import prompt_usage
+from omnirelay.accounting.metering import off_loop, prompt_usage
 from omnirelay.admin import access as admin_access
 from omnirelay.admin import channels as admin_channels
 from omnirelay.admin import deployments as admin_deployments
@@ -149,7 +150,8 @@ def endpoint(
                     and call.provider
                     and call.billable
                 ):
-                    call.usage = prompt_usage(call.prompt)
+                    model = call.upstream_model or call.model  # a large prompt: counted off the loop
+                    call.usage = await off_loop(partial(prompt_usage, call.prompt), model, call.request_bytes)
                 await rt.settle(call)
 
             response.on_close = on_close

@@ -18,6 +18,7 @@ from omnirelay.accounting.tokenizer import count_text
 from omnirelay.app import create_app
 from omnirelay.canonical.usage import Usage
 from omnirelay.config import Config
+from omnirelay.passthrough import gemini as gemini_passthrough
 from omnirelay.passthrough.gemini import complete_items
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, UPSTREAM_KEYS, Gateway
 from tests.fakes import FakeState, ServerThread
@@ -315,8 +316,13 @@ def ggw(gemini_fake: FakeGeminiState, tmp_path_factory: pytest.TempPathFactory) 
         yield Gateway(server, data)
 
 
-@pytest.mark.parametrize("use_sse", [True, False], ids=["sse", "array"])
-def test_gemini_upstream_cut_is_charged_its_partial_output(ggw: Gateway, use_sse: bool) -> None:
+@pytest.mark.parametrize("use_sse", [True, False, None], ids=["sse", "array", "long-array"])
+def test_gemini_upstream_cut_is_charged_its_partial_output(
+    ggw: Gateway, use_sse: bool | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if use_sse is None:  # an array too long to keep whole: its items are read as they come
+        monkeypatch.setattr(gemini_passthrough, "ARRAY_TAP_LIMIT", 64)
+        use_sse = False
     url = ggw.base_url + "/v1beta/models/cut-stream:streamGenerateContent" + ("?alt=sse" if use_sse else "")
     body = {"contents": [{"role": "user", "parts": [{"text": WORDS}]}]}
     resp = httpx.post(url, json=body, headers={"x-goog-api-key": MASTER_KEY}, timeout=10)

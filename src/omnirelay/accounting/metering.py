@@ -9,12 +9,13 @@ is always kept.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
-from omnirelay.accounting.tokenizer import count_input, count_output, count_text
+from omnirelay.accounting.tokenizer import count_input, count_output, count_text, loaded
 from omnirelay.canonical.messages import RefusalPart, TextPart, ThinkingPart, ToolCallPart
 from omnirelay.canonical.request import ChatRequest
 from omnirelay.canonical.response import ChatResponse
@@ -23,6 +24,13 @@ from omnirelay.canonical.usage import Usage
 
 log = logging.getLogger("omnirelay")
 
+T = TypeVar("T")
+
+# Counting more text than this (characters, or request bytes for a prompt) in an async context goes
+# to a worker thread: tiktoken takes about 30 ms a megabyte, which would stall every other request.
+OFF_LOOP_CHARS = 64 * 1024
+FOLD_PIECES = 4096  # delta texts a translated stream keeps apart before joining them per block
+
 
 @dataclass(slots=True)
 class Generated:
@@ -30,26 +38,77 @@ class Generated:
 
     texts: list[str] = field(default_factory=list)  # answer text, tool names, tool-call arguments
     reasoning: list[str] = field(default_factory=list)  # thinking text
+    counted: int = 0  # tokens of earlier texts, already counted (a very long stream's), reasoning apart
+    counted_reasoning: int = 0
 
     def __bool__(self) -> bool:
-        return any(self.texts) or any(self.reasoning)
+        return any(self.texts) or any(self.reasoning) or self.counted > 0 or self.counted_reasoning > 0
+
+    def chars(self) -> int:
+        return sum(map(len, self.texts)) + sum(map(len, self.reasoning))
 
 
 def from_events(events: Iterable[StreamEvent]) -> Generated:
     """What a canonical stream generated: each block's deltas joined, tool names apart."""
-    out = Generated()
-    kinds: dict[tuple[int, int], str] = {}
-    blocks: dict[tuple[int, int], list[str]] = {}
+    kept = Transcript()
     for event in events:
-        if isinstance(event, BlockDelta):
-            blocks.setdefault((event.choice, event.index), []).append(event.text)
+        kept.add(event)
+    return kept.result()
+
+
+class Transcript:
+    """What a translated stream generated, kept compactly while it runs (the texts only, not the
+    events): a delta costs a list append; a new run of deltas, a block start or every FOLD_PIECES
+    texts (the pieces are then joined per block) a little more. A long stream keeps about its text."""
+
+    __slots__ = ("choice", "folded", "index", "kinds", "names", "pieces", "runs", "size")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []  # delta texts since the last fold, in order
+        self.runs: list[tuple[int, tuple[int, int]]] = []  # (first piece, block) of each run of deltas
+        self.choice = self.index = -1  # the block of the current run
+        self.folded: dict[tuple[int, int], list[str]] = {}  # block → its earlier texts, joined per fold
+        self.kinds: dict[tuple[int, int], str] = {}
+        self.names: list[str] = []
+        self.size = 0  # characters folded so far
+
+    def add(self, event: StreamEvent) -> None:
+        if type(event) is BlockDelta:  # the common case first, and as cheap as it can be
+            pieces = self.pieces
+            if event.index != self.index or event.choice != self.choice:
+                self.choice, self.index = event.choice, event.index
+                self.runs.append((len(pieces), (event.choice, event.index)))
+            pieces.append(event.text)
+            if len(pieces) >= FOLD_PIECES:
+                self._fold()
         elif isinstance(event, BlockStart):
-            kinds[(event.choice, event.index)] = event.kind
+            self.kinds[(event.choice, event.index)] = event.kind
             if event.tool_name:
-                out.texts.append(event.tool_name)
-    for key, pieces in blocks.items():
-        (out.reasoning if kinds.get(key) == "thinking" else out.texts).append("".join(pieces))
-    return out
+                self.names.append(event.tool_name)
+
+    def _fold(self) -> None:
+        pieces, runs = self.pieces, self.runs
+        joined: dict[tuple[int, int], list[str]] = {}
+        for n, (start, key) in enumerate(runs):
+            end = runs[n + 1][0] if n + 1 < len(runs) else len(pieces)
+            joined.setdefault(key, []).extend(pieces[start:end])
+        for key, texts in joined.items():
+            text = "".join(texts)
+            self.size += len(text)
+            self.folded.setdefault(key, []).append(text)
+        self.pieces, self.runs = [], []
+        self.choice = self.index = -1
+
+    def chars(self) -> int:
+        """How many characters were generated (what counting them costs)."""
+        return self.size + sum(map(len, self.pieces))
+
+    def result(self) -> Generated:
+        self._fold()
+        out = Generated(texts=list(self.names))
+        for key, texts in self.folded.items():
+            (out.reasoning if self.kinds.get(key) == "thinking" else out.texts).append("".join(texts))
+        return out
 
 
 def from_response(resp: ChatResponse) -> Generated:
@@ -63,6 +122,14 @@ def from_response(resp: ChatResponse) -> Generated:
             elif isinstance(part, ToolCallPart):
                 out.texts += (part.name, part.arguments)
     return out
+
+
+def counted(before: Generated, more: Generated, model: str) -> Generated:
+    """`before`'s counts plus `more`'s texts, counted (a long stream keeps numbers, not texts)."""
+    return Generated(
+        counted=before.counted + count_output(more.texts, model),
+        counted_reasoning=before.counted_reasoning + count_output(more.reasoning, model),
+    )
 
 
 def prompt_of(decode: Callable[[], ChatRequest] | None, body: Any, model: str) -> Callable[[], int]:
@@ -121,8 +188,8 @@ def settle_usage(
     if not complete and not generated:
         return reported
     try:  # runs while a request is being closed: a failure here must not lose its usage record
-        reasoning = count_output(generated.reasoning, model)
-        output = count_output(generated.texts, model) + reasoning
+        reasoning = count_output(generated.reasoning, model) + generated.counted_reasoning
+        output = count_output(generated.texts, model) + generated.counted + reasoning
         if reported is not None and reported.input_tokens:
             if output <= reported.output_tokens:
                 return reported
@@ -131,3 +198,12 @@ def settle_usage(
     except Exception:
         log.exception("counting the tokens of an answer without usage failed")
         return reported
+
+
+async def off_loop(fn: Callable[[], T], model: str, size: int) -> T:
+    """Run a count from an async context: inline when its text is small (`size`, in characters or
+    bytes) and the model's encoding is loaded, else in a worker thread so the loop never stalls on a
+    large text or on an encoding's first load (about 0.2 s)."""
+    if size > OFF_LOOP_CHARS or not loaded(model):
+        return await asyncio.to_thread(fn)
+    return fn()

@@ -133,6 +133,15 @@ def encoding_name(model: str) -> str:
     return "o200k_base"
 
 
+def encoding_of(model: str) -> tiktoken.Encoding:
+    return encoding(encoding_name(model))
+
+
+def loaded(model: str) -> bool:
+    """Whether the model's encoding is already built (counting then costs no load)."""
+    return encoding_name(model) in _cache
+
+
 def count_text(text: str, model: str) -> int:
     """Tokens of a text as the model's encoding splits it (special-token strings count as text)."""
     if not text:

@@ -11,6 +11,7 @@ import logging
 import secrets
 from typing import Any
 
+from omnirelay.accounting.metering import off_loop
 from omnirelay.accounting.tokenizer import count_input
 from omnirelay.canonical.ids import carry, uncarry
 from omnirelay.canonical.messages import (
@@ -365,6 +366,14 @@ class StreamEncoder:
         self._next = 0
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
+        self._estimate: int | None = None  # the prompt counted by `prepare`
+
+    async def prepare(self, first: StreamEvent, size: int) -> None:
+        """Count the prompt for message_start before the stream starts (`size`: the request's bytes),
+        off the event loop when it is large or the encoding not loaded yet; not at all when the
+        upstream's usage comes first."""
+        if self._usage is None and not isinstance(first, UsageEvent):
+            self._estimate = await off_loop(self._count_prompt, self._model, size)
 
     def _start(self, message_id: str = "") -> bytes:
         self._started = True
@@ -388,12 +397,15 @@ class StreamEncoder:
     def _start_usage(self) -> dict[str, Any]:
         if self._usage is not None:
             return usage_json(self._usage)
+        estimate = self._estimate if self._estimate is not None else self._count_prompt()
+        return {"input_tokens": estimate, "output_tokens": 0}
+
+    def _count_prompt(self) -> int:
         try:
-            estimate = count_input(self._req)
+            return count_input(self._req)
         except Exception:  # an estimate only: never worth failing the stream over
             log.exception("counting the prompt for message_start failed")
-            estimate = 0
-        return {"input_tokens": estimate, "output_tokens": 0}
+            return 0
 
     def _close_block(self) -> bytes:
         if self._open is None:

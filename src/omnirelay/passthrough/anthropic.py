@@ -145,7 +145,7 @@ async def relay_stream(
     splitter = sse.EventSplitter()
     done = final = False
     failure: GatewayError | None = None
-    tap = Tap(Texts()) if prompt is not None else None
+    tap = Tap(Texts, dep.upstream_model) if prompt is not None else None
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
@@ -170,9 +170,11 @@ async def relay_stream(
     except TransportError as exc:
         failure = transport_errors.transport_error(dep.provider.target, exc)
     finally:
-        await resp.aclose()
-        if tap is not None and prompt is not None and not final:
-            tap.settle(call, dep, prompt, done and call.status < 400)
+        try:
+            await resp.aclose()
+        finally:  # charged even if closing the upstream response fails
+            if tap is not None and prompt is not None and not final:
+                await tap.settle(call, dep, prompt, done and call.status < 400)
     if done:
         return
     failure = failure or incomplete(dep)

@@ -11,8 +11,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from omnirelay.accounting.metering import Generated, prompt_of
+from omnirelay.accounting.metering import Generated, counted, off_loop, prompt_of, settle_usage
+from omnirelay.accounting.tokenizer import loaded
 from omnirelay.call import Call
+from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError
 from omnirelay.ingress.gemini import decode_for, error_json
 from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole
@@ -25,7 +27,8 @@ from omnirelay.upstream.gemini.adapter import API_VERSION, api_root, model_resou
 from omnirelay.upstream.gemini.errors import error_from_response
 from omnirelay.upstream.gemini.response import parse_usage
 
-ARRAY_TAP_LIMIT = 8 * 1024 * 1024  # bytes of a JSON-array stream kept to read its usage at the end
+ARRAY_TAP_LIMIT = 1024 * 1024  # bytes of a JSON-array stream kept whole; past it, items are read as they come
+ITEMS_COUNTED = 4096  # items of a long JSON-array stream whose texts are kept before they are counted
 
 
 async def send(dep: Deployment, action: str, body: bytes, query: str = "") -> UpstreamResponse:
@@ -135,7 +138,7 @@ async def _relay_sse(
     splitter = sse.EventSplitter()
     finished = False
     failure: GatewayError | None = None
-    tap = Tap(Texts())
+    tap = Tap(Texts, dep.upstream_model)
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
@@ -153,9 +156,11 @@ async def _relay_sse(
     except TransportError as exc:
         failure = transport_errors.transport_error(dep.provider.target, exc)
     finally:
-        await resp.aclose()
-        if not finished or call.usage is None:  # cut short, or a vendor that reports no usage
-            tap.settle(call, dep, prompt, finished and failure is None)
+        try:
+            await resp.aclose()
+        finally:  # charged even if closing the upstream response fails
+            if not finished or call.usage is None:  # cut short, or a vendor that reports no usage
+                await tap.settle(call, dep, prompt, finished and failure is None)
     if finished and failure is None:
         return
     failure = failure or incomplete(dep)
@@ -168,13 +173,21 @@ async def _relay_array(
 ) -> AsyncIterator[bytes]:
     kept: list[bytes] = []
     size = 0
+    reader: Items | None = None  # past ARRAY_TAP_LIMIT: the items are read as they complete
     ended = False
+    model = dep.upstream_model
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
-            if size <= ARRAY_TAP_LIMIT:
+            if reader is not None:
+                reader.feed(call, chunk)
+            else:
                 kept.append(chunk)
                 size += len(chunk)
+                if size > ARRAY_TAP_LIMIT:
+                    reader = Items(model)
+                    reader.feed(call, b"".join(kept))
+                    kept = []
             yield chunk
         ended = True
     except TransportError as exc:
@@ -182,27 +195,130 @@ async def _relay_array(
         call.status, call.error = 502, failure.message
         return
     finally:
-        await resp.aclose()
-        if not ended and size <= ARRAY_TAP_LIMIT:  # cut short: charge the whole items that arrived
-            _settle_items(call, dep, prompt, complete_items(b"".join(kept)), False)
-    if size <= ARRAY_TAP_LIMIT:
+        try:
+            await resp.aclose()
+        finally:  # settled even if closing the upstream response fails
+            await _finish_array(call, model, prompt, kept, size, reader, ended)
+
+
+async def _finish_array(
+    call: Call,
+    model: str,
+    prompt: Callable[[], int],
+    kept: list[bytes],
+    size: int,
+    reader: Items | None,
+    ended: bool,
+) -> None:
+    """Take a JSON-array stream's usage; charge what it generated when the usage is missing, or the
+    whole items that arrived when the stream was cut (or ended before its closing bracket)."""
+    whole: list[Any] | None = None  # the items of a whole array
+    if ended and reader is not None:
+        whole = [] if reader.finish(call) else None
+    elif ended:
         try:
             items = json.loads(b"".join(kept))
         except json.JSONDecodeError:
-            call.status, call.error = 502, "the upstream's stream was not a complete JSON array"
-            return
-        for item in items if isinstance(items, list) else []:
-            _take_usage(call, item)
-        if call.usage is None:  # a vendor that reports no usage
-            _settle_items(call, dep, prompt, items if isinstance(items, list) else [], True)
+            items = None
+        else:
+            whole = items if isinstance(items, list) else []
+            for item in whole:
+                _take_usage(call, item)
+    if ended and whole is None:
+        call.status, call.error = 502, "the upstream's stream was not a complete JSON array"
+    if whole is not None and call.usage is not None:
+        return
+
+    def generated() -> Generated:
+        if reader is not None:
+            return reader.result()
+        if whole is not None:  # a vendor that reports no usage
+            return _items_texts(None, whole)
+        return _items_texts(call, complete_items(b"".join(kept)))  # cut: its whole items
+
+    await _settle(call, model, prompt, generated, size, whole is not None)
 
 
-def _settle_items(
-    call: Call, dep: Deployment, prompt: Callable[[], int], items: list[Any], complete: bool
-) -> None:
+def _items_texts(call: Call | None, items: list[Any]) -> Generated:
+    """The texts of whole answer items; with `call`, their usage taken too (a cut stream's)."""
     texts = Texts()
     for item in items:
-        if not complete:
+        if call is not None:
             _take_usage(call, item)
         texts.add(item)
-    Tap(texts).settle(call, dep, prompt, complete)
+    return texts.result()
+
+
+async def _settle(
+    call: Call,
+    model: str,
+    prompt: Callable[[], int],
+    generated: Callable[[], Generated],
+    size: int,
+    complete: bool,
+) -> None:
+    """Charge what was generated (read, and counted, in a worker thread when it is much)."""
+
+    def work() -> Usage | None:
+        texts = generated()  # first: reading a cut stream's items takes their usage
+        return settle_usage(model, texts, call.usage, prompt, complete)
+
+    call.usage = await off_loop(work, model, size + call.request_bytes)
+
+
+class Items:
+    """A long JSON-array stream read as its items complete (memory bounded): each item's usage taken
+    and its texts kept, counted every ITEMS_COUNTED items."""
+
+    __slots__ = ("counted", "failed", "model", "pending", "seen", "size", "texts")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.pending: list[bytes] = []  # bytes after the last whole item
+        self.size = 0
+        self.failed = 0  # size of `pending` when it last held no whole item
+        self.texts = Texts()
+        self.seen = 0
+        self.counted = Generated()
+
+    def feed(self, call: Call, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.size += len(chunk)
+        if self.size >= 2 * self.failed:  # a long item is retried as it doubles, not on every chunk
+            self._read(call)
+
+    def _read(self, call: Call) -> None:
+        raw = b"".join(self.pending)
+        text = raw.decode("utf-8", "replace")
+        decoder = std_json.JSONDecoder()
+        at = end = 0
+        while True:
+            while at < len(text) and text[at] in "[, \t\r\n":
+                at += 1
+            try:
+                item, at = decoder.raw_decode(text, at)
+            except ValueError:
+                break
+            end = at
+            _take_usage(call, item)
+            self.texts.add(item)
+            self.seen += 1
+        if end == 0:
+            self.pending, self.failed = [raw], len(raw)
+            return
+        rest = raw[len(text[:end].encode("utf-8")) :]
+        self.pending, self.size, self.failed = [rest], len(rest), 0
+        if self.seen >= ITEMS_COUNTED and loaded(self.model):  # counted now, so memory stays bounded
+            self.counted = counted(self.counted, self.texts.result(), self.model)
+            self.texts, self.seen = Texts(), 0
+
+    def finish(self, call: Call) -> bool:
+        """Read what is left; whether the stream was a whole JSON array."""
+        self.failed = 0
+        self._read(call)
+        return b"".join(self.pending).strip() in (b"]", b"")
+
+    def result(self) -> Generated:
+        out = self.texts.result()
+        out.counted, out.counted_reasoning = self.counted.counted, self.counted.counted_reasoning
+        return out

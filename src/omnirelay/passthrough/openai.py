@@ -9,9 +9,10 @@ and relayed as they arrive, with only the usage chunk the client did not ask for
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
-from omnirelay.accounting.metering import Generated, settle_usage
+from omnirelay.accounting.metering import Generated, off_loop, settle_usage
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError
@@ -56,7 +57,9 @@ async def relay_body(
         elif prompt is not None and isinstance(data, dict) and resp.status < 400:
             texts = Texts()
             texts.add_choices(data.get("choices"), "message")
-            call.usage = settle_usage(dep.upstream_model, texts.result(), None, prompt, True)
+            generated, model = texts.result(), dep.upstream_model  # counted off the loop when large
+            settle = partial(settle_usage, model, generated, None, prompt, True)
+            call.usage = await off_loop(settle, model, generated.chars() + call.request_bytes)
     return raw, content_type
 
 
@@ -149,7 +152,7 @@ async def relay_stream(
     splitter = sse.EventSplitter()
     done = finished = False
     failure: GatewayError | None = None
-    tap = Tap(Texts()) if prompt is not None else None
+    tap = Tap(Texts, dep.upstream_model) if prompt is not None else None
     try:
         async for chunk in resp.iter_bytes():
             call.mark_first_byte()
@@ -177,9 +180,11 @@ async def relay_stream(
     except TransportError as exc:
         failure = openai.transport_error(dep.provider.target, exc)
     finally:
-        await resp.aclose()
-        if tap is not None and prompt is not None and call.usage is None:
-            tap.settle(call, dep, prompt, done or (finished and failure is None))
+        try:
+            await resp.aclose()
+        finally:  # charged even if closing the upstream response fails
+            if tap is not None and prompt is not None and call.usage is None:
+                await tap.settle(call, dep, prompt, done or (finished and failure is None))
     if done:
         return
     if failure is None and finished:

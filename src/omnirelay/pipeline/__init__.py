@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.accounting.metering import from_events, from_response, settle_usage
+from omnirelay.accounting.metering import Transcript, from_response, off_loop, settle_usage
 from omnirelay.accounting.tokenizer import count_input
 from omnirelay.call import Call
 from omnirelay.canonical.request import ChatRequest
@@ -130,7 +130,9 @@ async def _chat_translated(
         call.mark_first_byte()
         call.usage = resp.usage
         if resp.usage is None:  # a vendor that reports none: counted, and flagged as estimated
-            call.usage = settle_usage(dep.upstream_model, from_response(resp), None, prompt, True)
+            generated = from_response(resp)
+            settle = partial(settle_usage, dep.upstream_model, generated, None, prompt, True)
+            call.usage = await off_loop(settle, dep.upstream_model, call.request_bytes + generated.chars())
         req.model = call.model  # answer under the name the client asked for
         return call.json_response(ingress.encode_response(resp, req))
     events = adapter.stream(req, key)
@@ -150,12 +152,15 @@ async def _encode_stream(
     prompt: Callable[[], int],
 ) -> AsyncIterator[bytes]:
     call.mark_first_byte()
-    seen: list[StreamEvent] = []  # what was generated, counted only if the upstream's usage is missing
+    kept = Transcript()  # what was generated, counted only if the upstream's usage is missing
     complete = False
     try:
+        prepare = getattr(encoder, "prepare", None)  # work the encoder can do off the loop first
+        if prepare is not None:
+            await prepare(first, call.request_bytes)
         event: StreamEvent | None = first
         while event is not None:
-            seen.append(event)
+            kept.add(event)
             if isinstance(event, UsageEvent):
                 call.usage = event.usage
             chunk = encoder.encode(event)
@@ -172,4 +177,7 @@ async def _encode_stream(
             await events.aclose()  # type: ignore[attr-defined]
         finally:
             if not complete or call.usage is None:  # cut short, or a vendor that reports no usage
-                call.usage = settle_usage(model, from_events(seen), call.usage, prompt, complete)
+                generated = kept.result()
+                if complete or generated:
+                    settle = partial(settle_usage, model, generated, call.usage, prompt, complete)
+                    call.usage = await off_loop(settle, model, kept.size + call.request_bytes)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import off_loop
 from omnirelay.accounting.tokens import estimate_usage
 from omnirelay.call import Call
 from omnirelay.ingress import anthropic as anthropic_ingress
@@ -45,7 +47,8 @@ async def anthropic_count_tokens(rt: Runtime, request: Request, call: Call) -> R
         call.served_by(dep)
         return await anthropic_passthrough.count_tokens(call, dep, body, request.headers)
     req = ANTHROPIC.decode({**body, "max_tokens": 1})
-    call.usage = estimate_usage(req, dep.upstream_model)
+    model = dep.upstream_model  # a large prompt is counted off the event loop
+    call.usage = await off_loop(partial(estimate_usage, req, model), model, len(raw))
     return call.json_response(json.dumps({"input_tokens": call.usage.input_tokens}))
 
 

@@ -4,11 +4,13 @@ embedContent and batchEmbedContents; `GET /v1beta/models` and `/v1beta/models/{m
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from omnirelay.accounting.metering import off_loop
 from omnirelay.accounting.tokens import estimate_usage
 from omnirelay.call import Call
 from omnirelay.canonical.request import EmbeddingRequest
@@ -64,18 +66,19 @@ async def dispatch(rt: Runtime, request: Request, call: Call) -> Response | Stre
             session_key(request.headers, body, route),
         )
     if method == "countTokens":
-        return await _count_tokens(call, route, model, body)
+        return await _count_tokens(call, route, model, body, len(raw))
     if method in ("embedContent", "batchEmbedContents"):
         return await _embed(rt, call, route, model, method, body)
     raise NotFound(f"Method {method!r} is not supported by this gateway.", code="unknown_method")
 
 
-async def _count_tokens(call: Call, route: Route, model: str, body: dict[str, Any]) -> Response:
+async def _count_tokens(call: Call, route: Route, model: str, body: dict[str, Any], size: int) -> Response:
     dep = route.deployments[0]
     if dep.provider.dialect == "gemini":
         call.served_by(dep)
         return await gemini_passthrough.relay_json(call, dep, "countTokens", body)
-    usage = estimate_usage(GEMINI.decode_count_tokens(model, body), dep.upstream_model)
+    req = GEMINI.decode_count_tokens(model, body)  # a large prompt is counted off the event loop
+    usage = await off_loop(partial(estimate_usage, req, dep.upstream_model), dep.upstream_model, size)
     call.usage = usage
     return call.json_response(encode_count_tokens(usage))
 

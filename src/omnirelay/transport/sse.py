@@ -19,14 +19,18 @@ class EventSplitter:
         buf = self._buf + chunk if self._buf else chunk
         events: list[bytes] = []
         start = 0
-        while True:
-            lf = buf.find(b"\n\n", start)
-            crlf = buf.find(b"\n\r\n", start)
-            if lf < 0 and crlf < 0:
-                break
+        lf = buf.find(b"\n\n")
+        crlf = buf.find(b"\n\r\n")
+        while lf >= 0 or crlf >= 0:
             end = crlf + 3 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
             events.append(buf[start:end])
             start = end
+            # Each terminator is searched again only once passed: a chunk of many events is scanned
+            # once, not once an event (a missing one is not searched again).
+            if 0 <= lf < start:
+                lf = buf.find(b"\n\n", start)
+            if 0 <= crlf < start:
+                crlf = buf.find(b"\n\r\n", start)
         self._buf = buf[start:]
         return events
 
