@@ -18,8 +18,7 @@ import base64
 import hashlib
 import threading
 from pathlib import Path
-
-import tiktoken
+from typing import TYPE_CHECKING
 
 from omnirelay.canonical.messages import (
     ImagePart,
@@ -34,6 +33,9 @@ from omnirelay.canonical.messages import (
 from omnirelay.canonical.request import ChatRequest
 from omnirelay.canonical.usage import Usage
 from omnirelay.transport import json
+
+if TYPE_CHECKING:  # imported on first use: a gateway whose upstreams report usage never needs it
+    import tiktoken
 
 ENCODINGS_DIR = Path(__file__).resolve().parent / "encodings"
 
@@ -115,6 +117,8 @@ def encoding(name: str) -> tiktoken.Encoding:
         enc = _cache.get(name)
         if enc is None:
             _, pattern, special = SPECS[name]
+            import tiktoken
+
             enc = tiktoken.Encoding(
                 name, pat_str=pattern, mergeable_ranks=load_ranks(name), special_tokens=special
             )

@@ -26,9 +26,10 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "ENV_VAR",
@@ -104,13 +105,23 @@ def token_key_id(token: str) -> str:
 class SecretBox:
     """Encrypts and decrypts strings with one AES-256-GCM key."""
 
-    __slots__ = ("_aead", "_key_id")
+    __slots__ = ("_aead", "_key", "_key_id")
 
     def __init__(self, key: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise SecretError(f"an encryption key must be exactly {KEY_BYTES} bytes")
-        self._aead = AESGCM(bytes(key))
-        self._key_id = key_id_of(bytes(key))
+        self._key = bytes(key)
+        self._aead: AESGCM | None = None
+        self._key_id = key_id_of(self._key)
+
+    def _cipher(self) -> AESGCM:
+        # cryptography (and the OpenSSL it loads, ~6 MB) is imported on the first secret, not at
+        # start: a gateway without stored credentials never needs it.
+        if self._aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(self._key)
+        return self._aead
 
     @property
     def key_id(self) -> str:
@@ -125,7 +136,7 @@ class SecretBox:
     def encrypt(self, plaintext: str, *, aad: bytes = b"") -> str:
         header = self._header()
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), header.encode("ascii") + aad)
+        sealed = self._cipher().encrypt(nonce, plaintext.encode("utf-8"), header.encode("ascii") + aad)
         return header + _b64url_encode(nonce + sealed)
 
     def decrypt(self, token: str, *, aad: bytes = b"") -> str:
@@ -133,8 +144,10 @@ class SecretBox:
         if key_id != self._key_id:
             raise SecretError(f"secret was encrypted with key {key_id}, not with this key ({self._key_id})")
         nonce, sealed = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
+        from cryptography.exceptions import InvalidTag
+
         try:
-            plain = self._aead.decrypt(nonce, sealed, self._header().encode("ascii") + aad)
+            plain = self._cipher().decrypt(nonce, sealed, self._header().encode("ascii") + aad)
         except InvalidTag:
             raise SecretError(
                 f"secret failed authentication with key {key_id}: "
