@@ -141,18 +141,26 @@ def endpoint(
             async def on_close(disconnected: bool) -> None:
                 if disconnected and call.status < 400:
                     call.status, call.error = 499, "client disconnected"
-                # A client that left before the first chunk still had its prompt processed; an
-                # upstream that failed before any output is a failed attempt and costs nothing.
-                if (
-                    disconnected
-                    and call.usage is None
-                    and call.prompt is not None
-                    and call.provider
-                    and call.billable
-                ):
-                    model = call.upstream_model or call.model  # a large prompt: counted off the loop
-                    call.usage = await off_loop(partial(prompt_usage, call.prompt), model, call.request_bytes)
-                await rt.settle(call)
+                try:
+                    if call.metering is not None:  # the stream's end-of-stream count (see Call.meter)
+                        await call.metering
+                    # A client that left before the first chunk still had its prompt processed; an
+                    # upstream that failed before any output is a failed attempt and costs nothing.
+                    if (
+                        disconnected
+                        and call.usage is None
+                        and call.prompt is not None
+                        and call.provider
+                        and call.billable
+                    ):
+                        model = call.upstream_model or call.model  # a large prompt: off the loop
+                        call.usage = await off_loop(
+                            partial(prompt_usage, call.prompt), model, call.request_bytes
+                        )
+                except Exception:  # whatever happens, the request is settled (finally)
+                    log.exception("metering request %s failed; settling what is known", call.request_id)
+                finally:
+                    await rt.settle(call)
 
             response.on_close = on_close
         else:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 
 from omnirelay.accounting.bodies import BodyCapture
+from omnirelay.accounting.metering import off_loop
 from omnirelay.canonical.usage import Usage
 from omnirelay.policy.auth import Principal
 from omnirelay.routing.router import Deployment
@@ -27,6 +29,7 @@ class Call:
         "endpoint",
         "error",
         "key_id",
+        "metering",
         "model",
         "principal",
         "prompt",
@@ -70,8 +73,22 @@ class Call:
         self.billable = True  # False for free operations that still report tokens (count_tokens)
         self.upstream_headers: Mapping[str, str] | None = None  # of its answer (passthrough)
         self.bodies: BodyCapture | None = None  # set when its bodies are logged
+        self.metering: asyncio.Future[None] | None = None  # a stream's end-of-stream count, if any
         # A stream's lazy prompt count: what it is charged if it ends before any usage is known.
         self.prompt: Callable[[], int] | None = None
+
+    async def meter(self, count: Callable[[], Usage | None], model: str, size: int) -> None:
+        """Set `usage` from `count()` at a stream's end (off the loop when large, see off_loop).
+
+        Shielded: when the client leaves while this runs (often right after the last chunk), the
+        relay is cancelled but the count finishes and still sets `usage`; `on_close` waits for it
+        through `metering` before the request is settled."""
+
+        async def run() -> None:
+            self.usage = await off_loop(count, model, size)
+
+        self.metering = asyncio.ensure_future(run())
+        await asyncio.shield(self.metering)
 
     def served_by(self, dep: Deployment) -> None:
         self.provider = dep.provider.name

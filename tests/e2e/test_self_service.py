@@ -511,3 +511,46 @@ def test_counting_tokens_needs_no_balance(gw: Gateway) -> None:
     assert gemini.status_code == 200 and gemini.json()["totalTokens"] > 0
     with pytest.raises(anthropic.PaymentRequiredError):
         api.messages.create(model="priced", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_key_cannot_mint_a_key_wider_than_itself(gw: Gateway) -> None:
+    quinn = new_user(gw, "quinn")
+    limited = new_key(
+        gw, user_id=quinn["id"], allowed_models=["priced"], rpm=10, expires_at="2099-01-01T00:00:00Z"
+    )["key"]
+    child = call(gw, "POST", "/admin/api/keys", limited, json={"name": "child"})
+    assert child.status_code == 201, child.text
+    made = child.json()
+    assert (made["allowed_models"], made["rpm"], made["expires_at"]) == (
+        ["priced"],
+        10,
+        "2099-01-01T00:00:00Z",
+    )
+    for wider in (
+        {"allowed_models": ["priced", "mock"]},
+        {"rpm": 20},
+        {"expires_at": "2100-01-01T00:00:00Z"},
+    ):
+        refused = call(gw, "POST", "/admin/api/keys", limited, json=wider)
+        assert refused.status_code == 403, wider
+    narrower = call(gw, "POST", "/admin/api/keys", limited, json={"rpm": 5, "allowed_ips": ["10.0.0.0/8"]})
+    assert narrower.status_code == 201 and narrower.json()["rpm"] == 5
+
+
+def test_the_key_cap_counts_active_keys_and_holds_under_concurrency(gw: Gateway) -> None:
+    rosa = new_user(gw, "rosa")
+    own = new_key(gw, user_id=rosa["id"])["key"]
+    cap = gw.runtime.config.billing.max_keys_per_user
+    first = [call(gw, "POST", "/admin/api/keys", own, json={}).json()["id"] for _ in range(5)]
+    for key_id in first[:3]:  # revoked keys free their places
+        assert call(gw, "DELETE", f"/admin/api/keys/{key_id}", own).status_code == 200
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=gw.base_url, headers=bearer(own), timeout=20) as client:
+            answers = await asyncio.gather(*(client.post("/admin/api/keys", json={}) for _ in range(cap)))
+        return [a.status_code for a in answers]
+
+    statuses = asyncio.run(burst())
+    listed = call(gw, "GET", "/admin/api/keys", own, params={"limit": 1000}).json()["data"]
+    active = [k for k in listed if k["status"] == "active"]
+    assert len(active) == cap and statuses.count(403) == 3  # 3 were active before the burst

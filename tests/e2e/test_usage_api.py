@@ -186,6 +186,18 @@ def test_summary_totals_per_user_and_model_are_exact(traffic: Traffic) -> None:
     assert empty["data"][0]["requests"] == 0 and empty["totals"]["cost"] == 0
 
 
+def test_summary_counts_model_traffic_unless_admin_calls_are_asked_for(traffic: Traffic) -> None:
+    g, mine = traffic.gateway, traffic.keys["a2"]["key"]
+    admin(g, "GET", "/admin/api/me", key=mine)  # a self-service call: in the log, not in usage
+    time.sleep(0.3)
+    plain = usage(g, key=mine, group_by="model")
+    assert "" not in {row["model"] for row in plain["data"]}
+    with_admin = usage(g, key=mine, group_by="model", include_admin="true")
+    assert with_admin["totals"]["requests"] > plain["totals"]["requests"]
+    assert "" in {row["model"] for row in with_admin["data"]}
+    assert admin(g, "GET", "/admin/api/usage", params={"include_admin": "maybe"}).status_code == 400
+
+
 def test_summary_buckets_by_utc_hour_and_day(traffic: Traffic) -> None:
     window = {**traffic.window, "model": "alpha"}
     for bucket, seconds in (("hour", 3600), ("day", 86400)):

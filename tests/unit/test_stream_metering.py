@@ -271,3 +271,54 @@ async def test_the_loop_keeps_running_while_a_large_prompt_is_counted() -> None:
     tokens = await off_loop(lambda: count_text(text, MODEL), MODEL, len(text))
     ticker.cancel()
     assert tokens > 0 and ticks > 3
+
+
+def test_a_count_at_the_streams_end_survives_the_client_leaving() -> None:
+    """The client leaves right after the last chunk while the end-of-stream count runs in a worker
+    thread: the relay is cancelled, but the count still sets the usage, and on_close sees it."""
+    import asyncio
+    import time
+
+    from omnirelay.accounting.metering import OFF_LOOP_CHARS
+    from omnirelay.call import Call
+    from omnirelay.canonical.usage import Usage
+    from omnirelay.transport.responses import StreamResponse
+
+    call = Call("req_test", "chat.completions", None)
+
+    def slow_count() -> Usage:
+        time.sleep(0.2)
+        return Usage(input_tokens=3, output_tokens=7, estimated=True)
+
+    async def body() -> Any:
+        try:
+            yield b"data: [DONE]\n\n"
+        finally:
+            await call.meter(slow_count, "gpt-4o", OFF_LOOP_CHARS + 1)
+
+    seen: list[Any] = []
+
+    async def main() -> None:
+        sent = asyncio.Event()
+
+        async def send(message: dict[str, Any]) -> None:
+            if message.get("body"):
+                sent.set()
+
+        async def receive() -> dict[str, Any]:
+            await sent.wait()
+            await asyncio.sleep(0.02)  # the client closes right after [DONE]
+            return {"type": "http.disconnect"}
+
+        response = StreamResponse(body(), [])
+
+        async def on_close(disconnected: bool) -> None:
+            if call.metering is not None:
+                await call.metering
+            seen.append((disconnected, call.usage))
+
+        response.on_close = on_close
+        await response({}, receive, send)
+
+    asyncio.run(main())
+    assert seen and seen[0][1] == Usage(input_tokens=3, output_tokens=7, estimated=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import secrets
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -122,9 +125,41 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
         if fields.user_id not in (None, scope):
             raise PermissionDenied("A user may create keys only for itself.", param="user_id")
         fields.user_id = scope
+        if call.principal is not None and call.principal.key is not None:
+            _no_wider_than(call.principal.key, fields)
+    async with _creating(scope):  # one self-service creation per user at a time: the cap holds
+        return await _create(rt, call, fields, scope)
+
+
+_CREATING: dict[str, asyncio.Lock] = {}  # a lock per user that created keys (one replica)
+
+
+@contextlib.asynccontextmanager
+async def _creating(user_id: str | None) -> AsyncIterator[None]:
+    if user_id is None:  # an admin: no cap
+        yield
+        return
+    async with _CREATING.setdefault(user_id, asyncio.Lock()):
+        yield
+
+
+_INHERITED = ("allowed_models", "allowed_ips", "rpm", "rpd", "tpm", "expires_at")
+
+
+def _no_wider_than(caller: KeyRecord, fields: KeyFields) -> None:
+    """A key a user creates can do no more than the key that creates it: it inherits the caller's
+    model and IP lists, rate limits and expiry where it sets none, and may only narrow them."""
+    for name in _INHERITED:
+        if getattr(fields, name) is None and getattr(caller, name) is not None:
+            value = getattr(caller, name)
+            setattr(fields, name, datetime.fromtimestamp(value, UTC) if name == "expires_at" else value)
+    _only_tighten(caller, {name: getattr(fields, name) for name in _INHERITED})
+
+
+async def _create(rt: Runtime, call: Call, fields: KeyFields, scope: str | None) -> Response:
+    if scope is not None:
         cap = rt.config.billing.max_keys_per_user
-        owned = await rt.store.list_keys(scope, limit=cap + 1)
-        if sum(k.status == "active" for k in owned) >= cap:
+        if await rt.store.count_active_keys(scope) >= cap:
             raise PermissionDenied(
                 f"A user may hold at most {cap} active keys; revoke one first.", code="too_many_keys"
             )

@@ -121,9 +121,18 @@ def _group_by(params: Mapping[str, str]) -> list[str]:
     return out
 
 
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BadRequest(f"{name} must be true or false.", param=name, code="invalid_value")
+    return value in ("true", "1")
+
+
 async def summary(rt: Runtime, request: Request, call: Call) -> Response:
     params = request.query_params
     flt = _filter(call, params, "key_id", "model", "provider")
+    # Usage is model traffic; admin API calls are left out unless asked for (they are in the log).
+    flt.include_admin = _flag(params, "include_admin")
     group_by = _group_by(params)
     bucket = params.get("bucket") or None
     if bucket is not None and bucket not in BUCKET_SECONDS:
@@ -255,6 +264,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "Comma-separated: any of key, user, model, provider (e.g. `user,model`).",
             ),
             QueryParam("bucket", {"enum": ["hour", "day"]}, "Also group by UTC hour or day."),
+            QueryParam(
+                "include_admin",
+                {"type": "boolean", "default": False},
+                "Count admin API calls too (left out by default; they are in the request log).",
+            ),
         ),
     ),
     ("GET", "/admin/api/logs"): Operation(

@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from omnirelay.accounting.metering import OFF_LOOP_CHARS, Generated, counted, off_loop, settle_usage
+from omnirelay.accounting.metering import OFF_LOOP_CHARS, Generated, counted, settle_usage
 from omnirelay.accounting.tokenizer import encoding_of, loaded
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
@@ -145,4 +145,4 @@ class Tap:
 
         heavy = self.packer is not None or self.late is not None
         size = self.size + call.request_bytes + (OFF_LOOP_CHARS if heavy else 0)
-        call.usage = await off_loop(work, model, size)
+        await call.meter(work, model, size)

@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from omnirelay.accounting.metering import Generated, counted, off_loop, prompt_of, settle_usage
+from omnirelay.accounting.metering import Generated, counted, prompt_of, settle_usage
 from omnirelay.accounting.tokenizer import loaded
 from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
@@ -263,7 +263,7 @@ async def _settle(
         texts = generated()  # first: reading a cut stream's items takes their usage
         return settle_usage(model, texts, call.usage, prompt, complete)
 
-    call.usage = await off_loop(work, model, size + call.request_bytes)
+    await call.meter(work, model, size + call.request_bytes)
 
 
 class Items:

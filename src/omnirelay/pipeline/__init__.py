@@ -180,4 +180,4 @@ async def _encode_stream(
                 generated = kept.result()
                 if complete or generated:
                     settle = partial(settle_usage, model, generated, call.usage, prompt, complete)
-                    call.usage = await off_loop(settle, model, kept.size + call.request_bytes)
+                    await call.meter(settle, model, kept.size + call.request_bytes)

@@ -66,6 +66,10 @@ class Store(ABC):
     ) -> list[KeyRecord]: ...
 
     @abstractmethod
+    async def count_active_keys(self, user_id: str) -> int:
+        """How many keys of this user have the status active."""
+
+    @abstractmethod
     async def update_key(self, key: KeyRecord) -> None:
         """Write every field of an existing key (by id)."""
 

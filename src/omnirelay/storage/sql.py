@@ -154,6 +154,12 @@ class SqlStore(SqlChannels, Store):  # channels and price overrides: storage/cha
             rows = await conn.execute(query.limit(limit).offset(offset))
             return [KeyRecord(**row._asdict()) for row in rows]
 
+    async def count_active_keys(self, user_id: str) -> int:
+        table = tables.api_keys
+        query = sa.select(sa.func.count()).where(table.c.user_id == user_id, table.c.status == "active")
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def add_spending(self, totals: dict[str, int]) -> None:
         table = tables.api_keys
         async with self.engine.begin() as conn:

@@ -47,6 +47,7 @@ class UsageFilter:
     provider: str | None = None
     client_ip: str | None = None
     status: tuple[int, int] | None = None
+    include_admin: bool = True  # False: only model traffic (no admin API calls)
 
     def clauses(self) -> list[sa.ColumnElement[bool]]:
         c = _USAGE.c
@@ -61,6 +62,8 @@ class UsageFilter:
                 out.append(c[name] == value)
         if self.status is not None:
             out += [c.status >= self.status[0], c.status < self.status[1]]
+        if not self.include_admin:
+            out.append(sa.not_(c.endpoint.startswith("admin.")))
         return out
 
 
