@@ -10,33 +10,64 @@ from dataclasses import dataclass
 
 
 class EventSplitter:
-    __slots__ = ("_buf",)
+    """Whole events out of chunks. A chunk that holds only whole events is cut without a copy of
+    the chunk; an unfinished event waits in a growing buffer whose bytes are searched only once, so
+    a large event (a base64 image) arriving in many small chunks costs time linear in its size."""
+
+    __slots__ = ("_buf", "_scanned")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of `_buf` already searched for a terminator, less its length - 1
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        buf = self._buf + chunk if self._buf else chunk
+        if self._buf:
+            return self._feed_pending(chunk)
         events: list[bytes] = []
         start = 0
-        lf = buf.find(b"\n\n")
-        crlf = buf.find(b"\n\r\n")
+        lf = chunk.find(b"\n\n")
+        crlf = chunk.find(b"\n\r\n")
         while lf >= 0 or crlf >= 0:
             end = crlf + 3 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
-            events.append(buf[start:end])
+            events.append(chunk[start:end])
             start = end
             # Each terminator is searched again only once passed: a chunk of many events is scanned
             # once, not once an event (a missing one is not searched again).
             if 0 <= lf < start:
+                lf = chunk.find(b"\n\n", start)
+            if 0 <= crlf < start:
+                crlf = chunk.find(b"\n\r\n", start)
+        if start < len(chunk):
+            self._buf = bytearray(chunk[start:])
+            self._scanned = max(len(self._buf) - 2, 0)
+        return events
+
+    def _feed_pending(self, chunk: bytes) -> list[bytes]:
+        """`feed` with an unfinished event waiting: search only the bytes not searched before (a
+        terminator, at most 3 bytes, may begin in the last 2 bytes searched)."""
+        buf = self._buf
+        buf += chunk
+        events: list[bytes] = []
+        start = 0
+        lf = buf.find(b"\n\n", self._scanned)
+        crlf = buf.find(b"\n\r\n", self._scanned)
+        while lf >= 0 or crlf >= 0:
+            end = crlf + 3 if crlf >= 0 and (lf < 0 or crlf < lf) else lf + 2
+            events.append(bytes(buf[start:end]))
+            start = end
+            if 0 <= lf < start:
                 lf = buf.find(b"\n\n", start)
             if 0 <= crlf < start:
                 crlf = buf.find(b"\n\r\n", start)
-        self._buf = buf[start:]
+        if start:
+            del buf[:start]
+        self._scanned = max(len(buf) - 2, 0)
         return events
 
     def rest(self) -> bytes:
         """Bytes of an unfinished event (a stream that ended without its terminator)."""
-        rest, self._buf = self._buf, b""
+        rest = bytes(self._buf)
+        self._buf, self._scanned = bytearray(), 0
         return rest
 
 
