@@ -322,3 +322,29 @@ def test_a_count_at_the_streams_end_survives_the_client_leaving() -> None:
 
     asyncio.run(main())
     assert seen and seen[0][1] == Usage(input_tokens=3, output_tokens=7, estimated=True)
+
+
+def test_a_long_gemini_array_loads_the_encoding_off_the_loop_to_stay_bounded(monkeypatch: Any) -> None:
+    """Items are counted (and dropped) every ITEMS_COUNTED items once the encoding is loaded; when it
+    is not loaded yet, it is loaded in a worker thread rather than the texts kept forever."""
+    import asyncio
+
+    from omnirelay.call import Call
+    from omnirelay.passthrough import gemini
+
+    monkeypatch.setattr(gemini, "ITEMS_COUNTED", 2)
+    state = {"loaded": False}
+    monkeypatch.setattr(gemini, "loaded", lambda model: state["loaded"])
+    call = Call("req_items", "gemini", None)
+    item = b'{"candidates":[{"content":{"parts":[{"text":"one two three"}]}}]}'
+
+    async def main() -> None:
+        items = gemini.Items("gemini-2.5-flash")
+        items.feed(call, b"[" + b",".join([item] * 3))
+        assert items.warming is not None  # not loaded: a worker thread loads it
+        await items.warming
+        state["loaded"] = True
+        items.feed(call, b"," + b",".join([item] * 2))
+        assert items.seen == 0 and items.counted.counted > 0  # counted and dropped
+
+    asyncio.run(main())

@@ -5,6 +5,7 @@ with usage read on the way. One module per dialect."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +19,8 @@ from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
 from omnirelay.upstream.openai import transport_error
+
+log = logging.getLogger("omnirelay")
 
 
 async def read_whole(call: Call, dep: Deployment, resp: UpstreamResponse) -> bytes:
@@ -71,6 +74,19 @@ class Extractor(Protocol):
     def result(self) -> Generated: ...
 
 
+def warm(model: str) -> asyncio.Future[Any]:
+    """Load a model's encoding in a worker thread (its first load is never made on the loop); a
+    failure is logged, and the caller may try again."""
+    future = asyncio.ensure_future(asyncio.to_thread(encoding_of, model))
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is not None:
+            log.error("loading the tokenizer for %s failed: %s", model, f.exception())
+
+    future.add_done_callback(done)
+    return future
+
+
 class Tap:
     """The events of a relayed stream, kept cheaply while it runs (nothing parsed) so that, if it ends
     without the upstream's final usage, what it generated can still be counted and charged."""
@@ -110,8 +126,8 @@ class Tap:
             if loaded(self.model):  # counted now (about 1 ms), so a stream of any length stays bounded
                 self.read, self.late = 0, None
                 self.counted = counted(self.counted, late.result(), self.model)
-            elif self.warming is None:  # the encoding's first load is never made on the loop
-                self.warming = asyncio.ensure_future(asyncio.to_thread(encoding_of, self.model))
+            elif self.warming is None or self.warming.done():  # retried should a load fail
+                self.warming = warm(self.model)
 
     def _generated(self) -> Generated:
         """Everything kept, read (in a worker thread when it is much)."""

@@ -4,6 +4,7 @@ read from `usageMetadata` on the way."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json as std_json
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from omnirelay.call import Call
 from omnirelay.canonical.usage import Usage
 from omnirelay.errors import GatewayError
 from omnirelay.ingress.gemini import decode_for, error_json
-from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole
+from omnirelay.passthrough import Tap, incomplete, parse_answer, read_whole, warm
 from omnirelay.routing.router import Deployment
 from omnirelay.transport import json, sse
 from omnirelay.transport.http import TransportError, UpstreamResponse
@@ -270,7 +271,7 @@ class Items:
     """A long JSON-array stream read as its items complete (memory bounded): each item's usage taken
     and its texts kept, counted every ITEMS_COUNTED items."""
 
-    __slots__ = ("counted", "failed", "model", "pending", "seen", "size", "texts")
+    __slots__ = ("counted", "failed", "model", "pending", "seen", "size", "texts", "warming")
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -280,6 +281,7 @@ class Items:
         self.texts = Texts()
         self.seen = 0
         self.counted = Generated()
+        self.warming: asyncio.Future[Any] | None = None
 
     def feed(self, call: Call, chunk: bytes) -> None:
         self.pending.append(chunk)
@@ -308,9 +310,12 @@ class Items:
             return
         rest = raw[len(text[:end].encode("utf-8")) :]
         self.pending, self.size, self.failed = [rest], len(rest), 0
-        if self.seen >= ITEMS_COUNTED and loaded(self.model):  # counted now, so memory stays bounded
-            self.counted = counted(self.counted, self.texts.result(), self.model)
-            self.texts, self.seen = Texts(), 0
+        if self.seen >= ITEMS_COUNTED:
+            if loaded(self.model):  # counted now, so memory stays bounded
+                self.counted = counted(self.counted, self.texts.result(), self.model)
+                self.texts, self.seen = Texts(), 0
+            elif self.warming is None or self.warming.done():  # loaded off the loop, then counted
+                self.warming = warm(self.model)
 
     def finish(self, call: Call) -> bool:
         """Read what is left; whether the stream was a whole JSON array."""
