@@ -139,7 +139,15 @@ def endpoint(
         if isinstance(response, StreamResponse):
 
             async def on_close(disconnected: bool) -> None:
-                if disconnected and call.status < 400:
+                failure = response.failure
+                if failure is not None:
+                    log.error(
+                        "request %s: the stream failed inside the gateway",
+                        call.request_id,
+                        exc_info=(type(failure), failure, failure.__traceback__),
+                    )
+                    call.status, call.error = 500, "internal error while streaming"
+                elif disconnected and call.status < 400:
                     call.status, call.error = 499, "client disconnected"
                 try:
                     if call.metering is not None:  # the stream's end-of-stream count (see Call.meter)

@@ -33,6 +33,7 @@ class StreamResponse:
         self.headers = headers
         self.status = status
         self.on_close: Callable[[bool], Awaitable[None]] | None = None  # awaited once: "client went away?"
+        self.failure: BaseException | None = None  # the relay's own error (a gateway bug), if any
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.create_task(self._relay(send))
@@ -40,18 +41,25 @@ class StreamResponse:
         disconnected = False
         try:
             await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
-            disconnected = not relay.done() or relay.exception() is not None
+            error = relay.exception() if relay.done() and not relay.cancelled() else None
+            # A send to a client that has gone raises OSError; anything else is the relay's own bug.
+            disconnected = not relay.done() or isinstance(error, OSError)
+            if error is not None and not isinstance(error, OSError):
+                self.failure = error
         finally:
             if not relay.done():
                 relay.cancel()
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
+            # Its error is in `failure` (or was the client leaving): on_close must run regardless.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await relay
-            aclose = getattr(self.body, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if self.on_close is not None:
-                await self.on_close(disconnected)
+            try:
+                aclose = getattr(self.body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if self.on_close is not None:
+                    await self.on_close(disconnected)
 
     async def _relay(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
