@@ -348,3 +348,17 @@ def test_a_long_gemini_array_loads_the_encoding_off_the_loop_to_stay_bounded(mon
         assert items.seen == 0 and items.counted.counted > 0  # counted and dropped
 
     asyncio.run(main())
+
+
+def test_a_long_gemini_array_with_an_invalid_byte_keeps_its_items_aligned() -> None:
+    from omnirelay.call import Call
+    from omnirelay.passthrough import gemini
+
+    call = Call("req_utf8", "gemini", None)
+    good = b'{"candidates":[{"content":{"parts":[{"text":"fine"}]}}]}'
+    bad = b'{"candidates":[{"content":{"parts":[{"text":"bad \xff byte"}]}}]}'
+    items = gemini.Items("gemini-2.5-flash")
+    items.feed(call, b"[" + bad + b"," + good[:20])  # the next item arrives in two pieces
+    items.feed(call, good[20:] + b"]")
+    assert items.finish(call)  # still a whole JSON array
+    assert items.seen == 2

@@ -291,7 +291,8 @@ class Items:
 
     def _read(self, call: Call) -> None:
         raw = b"".join(self.pending)
-        text = raw.decode("utf-8", "replace")
+        # surrogateescape keeps one character per invalid byte, so offsets map back to bytes exactly.
+        text = raw.decode("utf-8", "surrogateescape")
         decoder = std_json.JSONDecoder()
         at = end = 0
         while True:
@@ -308,7 +309,7 @@ class Items:
         if end == 0:
             self.pending, self.failed = [raw], len(raw)
             return
-        rest = raw[len(text[:end].encode("utf-8")) :]
+        rest = raw[len(text[:end].encode("utf-8", "surrogateescape")) :]
         self.pending, self.size, self.failed = [rest], len(rest), 0
         if self.seen >= ITEMS_COUNTED:
             if loaded(self.model):  # counted now, so memory stays bounded
