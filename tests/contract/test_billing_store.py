@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,34 +30,7 @@ from omnirelay.storage.billing import (
     ledger,
     redemption_codes,
 )
-
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@asynccontextmanager
-async def _database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    if backend == "sqlite":
-        yield sql.sqlite_url(tmp_path)
-        return
-    try:
-        import asyncpg
-    except ImportError as exc:
-        pytest.skip(f"!!! PostgreSQL billing contract NOT RUN: asyncpg is not installed ({exc})")
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"!!! PostgreSQL billing contract NOT RUN: cannot connect to {PG_ADMIN_DSN}: {exc!r}")
-    name = f"omnirelay_billing_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield PG_URL.format(db=name)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+from tests.contract.databases import BACKENDS, database_url
 
 
 @asynccontextmanager
@@ -66,7 +38,7 @@ async def billing_store(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[SqlBillingStore]:
     monkeypatch.setattr(sql, "SCHEMA_HEAD", "0006")
-    async with _database(backend, tmp_path) as url:
+    async with database_url(backend, tmp_path, "billing") as url:
         store = sql.SqlStore(url)
         try:
             await store.start()

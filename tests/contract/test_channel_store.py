@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,46 +23,10 @@ from omnirelay.security.secrets import (
     read_key_file,
     write_key_file,
 )
-from omnirelay.storage import sql
 from omnirelay.storage.channels import ChannelExistsError, ChannelRecord, PriceRecord
+from tests.contract.databases import BACKENDS, store_on
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
-BACKENDS = ["sqlite", "postgresql"]
 KEY = "sk-upstream-contract-key-000000"
-
-
-@asynccontextmanager
-async def store_on(backend: str, tmp_path: Path) -> AsyncIterator[sql.SqlStore]:
-    if backend == "sqlite":
-        url = sql.sqlite_url(tmp_path)
-        store = sql.SqlStore(url)
-        try:
-            await store.start()
-            yield store
-        finally:
-            await store.close()
-        return
-    try:
-        import asyncpg
-    except ImportError as exc:
-        pytest.skip(f"!!! PostgreSQL channel contract NOT RUN: asyncpg is not installed ({exc})")
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"!!! PostgreSQL channel contract NOT RUN: cannot connect to {PG_ADMIN_DSN}: {exc!r}")
-    name = f"omnirelay_channels_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        store = sql.SqlStore(PG_URL.format(db=name))
-        try:
-            await store.start()
-            yield store
-        finally:
-            await store.close()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def record(name: str, **extra: object) -> ChannelRecord:
@@ -84,7 +45,7 @@ def record(name: str, **extra: object) -> ChannelRecord:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_channels_round_trip(backend: str, tmp_path: Path) -> None:
-    async with store_on(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "channel") as store:
         assert await store.list_channels() == []
         await store.add_channel(record("b-chan", created_at=2000.0))
         await store.add_channel(record("a-chan"))
@@ -122,7 +83,7 @@ async def test_channels_round_trip(backend: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_price_overrides_round_trip(backend: str, tmp_path: Path) -> None:
-    async with store_on(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "channel") as store:
         await store.set_price(PriceRecord("gpt-4o", "2.5", "10", cached_input="1.25", updated_at=1.0))
         await store.set_price(PriceRecord("oai/gpt-4o", "0.000001", "0", per_request="0.5", updated_at=1.0))
         await store.set_price(PriceRecord("gpt-4o", "3", "12", updated_at=2.0))  # replaces
@@ -139,7 +100,7 @@ async def test_price_overrides_round_trip(backend: str, tmp_path: Path) -> None:
 async def test_rotation_reencrypts_every_channel_in_place(backend: str, tmp_path: Path) -> None:
     env: dict[str, str] = {}
     ring = load_ring(tmp_path, env)
-    async with store_on(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "channel") as store:
         for name in ("one", "two"):
             cfg = ProviderConfig(
                 name=name,
@@ -183,7 +144,7 @@ async def test_an_interrupted_rotation_stays_readable_and_finishes_when_run_agai
     env: dict[str, str] = {}
     ring = load_ring(tmp_path, env)
     cfg = ProviderConfig(name="one", type="openai", api_keys=[KEY], models=["m"])
-    async with store_on(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "channel") as store:
         await store.add_channel(encrypt_channel(cfg, ring, True))
 
         real_replace = os.replace

@@ -7,9 +7,6 @@ throw-away database, dropped afterwards. Without asyncpg or the server those cas
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,50 +18,10 @@ from alembic.config import Config
 from omnirelay.storage import sql
 from omnirelay.storage.records import LoggedBody, UsageRecord
 from omnirelay.storage.usage_queries import UsageFilter
+from tests.contract.databases import BACKENDS, store_on
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
-BACKENDS = ["sqlite", "postgresql"]
 DAY = 86400
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a day (and hour) boundary
-
-
-@asynccontextmanager
-async def usage_store(backend: str, tmp_path: Path, start: bool = True) -> AsyncIterator[sql.SqlStore]:
-    """A store on a fresh database, migrated to the newest schema unless `start` is False."""
-    if backend == "sqlite":
-        url = sql.sqlite_url(tmp_path)
-        store = sql.SqlStore(url)
-        try:
-            if start:
-                await store.start()
-            yield store
-        finally:
-            await store.close()
-        return
-    try:
-        import asyncpg
-    except ImportError as exc:
-        pytest.skip(f"!!! PostgreSQL usage-query contract NOT RUN: asyncpg is not installed ({exc})")
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"!!! PostgreSQL usage-query contract NOT RUN: cannot connect to {PG_ADMIN_DSN}: {exc!r}")
-    name = f"omnirelay_usage_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            store = sql.SqlStore(PG_URL.format(db=name))
-            try:
-                if start:
-                    await store.start()
-                yield store
-            finally:
-                await store.close()
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def rec(n: int, ts: float, **fields: Any) -> UsageRecord:
@@ -106,7 +63,7 @@ RECORDS = [
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_summaries_group_and_bucket_exactly(backend: str, tmp_path: Path) -> None:
-    async with usage_store(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "usage-query") as store:
         await store.add_usage(RECORDS)
         [total] = await store.usage_summary(UsageFilter())
         assert total == {
@@ -148,7 +105,7 @@ async def test_summaries_group_and_bucket_exactly(backend: str, tmp_path: Path) 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_log_search_filters_and_pages(backend: str, tmp_path: Path) -> None:
-    async with usage_store(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "usage-query") as store:
         await store.add_usage(RECORDS)
         everything, total = await store.search_usage(UsageFilter(), limit=100)
         assert total == 7
@@ -177,7 +134,7 @@ async def test_log_search_filters_and_pages(backend: str, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_ip_audit(backend: str, tmp_path: Path) -> None:
-    async with usage_store(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "usage-query") as store:
         await store.add_usage(RECORDS)
         pairs, total = await store.ip_audit(UsageFilter())
         assert total == 5
@@ -201,7 +158,7 @@ async def test_ip_audit(backend: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_bodies_round_trip_once_and_are_purged(backend: str, tmp_path: Path) -> None:
-    async with usage_store(backend, tmp_path) as store:
+    async with store_on(backend, tmp_path, "usage-query") as store:
         binary = LoggedBody("req_2", T0 + 100, b"\x00\xff audio", b"", 9, 0)
         text = LoggedBody("req_1", T0, b'{"model":"m"}', b'{"ok":true}', 13, 5000, "application/json")
         await store.add_bodies([text, binary])
@@ -222,7 +179,7 @@ def _upgrade(conn: sa.Connection, revision: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_migration_gives_existing_records_their_keys_owner(backend: str, tmp_path: Path) -> None:
-    async with usage_store(backend, tmp_path, start=False) as store:
+    async with store_on(backend, tmp_path, "usage-query", start=False) as store:
         async with store.engine.begin() as conn:
             await conn.run_sync(_upgrade, "0006")
             await conn.execute(

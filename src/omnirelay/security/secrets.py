@@ -260,31 +260,38 @@ def _read_key_file(path: Path) -> bytes:
     return parse_key(text, source=f"encryption key file {path}")
 
 
-def _create_key_file(path: Path) -> None:
-    """Write a fresh key to ``path`` atomically, never replacing an existing file: a half-written
-    key is never visible and of two processes starting at once, exactly one key wins."""
-    data = (base64.b64encode(random_key()).decode("ascii") + "\n").encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _key_file_bytes(key: bytes) -> bytes:
+    return (base64.b64encode(key).decode("ascii") + "\n").encode("ascii")
+
+
+def _write_new_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) with mode 0600 holding ``data``, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _temporary_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a fresh key to ``path`` atomically, never replacing an existing file: a half-written
+    key is never visible and of two processes starting at once, exactly one key wins."""
+    data = _key_file_bytes(random_key())
+    tmp = _temporary_beside(path)
+    _write_new_private_file(tmp, data)
     try:
         os.link(tmp, path)  # fails if path exists: never overwrite a key
     except FileExistsError:
         pass
     except OSError:  # no hard links on this filesystem: exclusive create instead
         with contextlib.suppress(FileExistsError):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_new_private_file(path, data)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -301,15 +308,8 @@ def write_key_file(path: Path, key: bytes) -> None:
     if len(key) != KEY_BYTES:
         raise SecretError(f"an encryption key must be exactly {KEY_BYTES} bytes")
     path = Path(path)
-    data = (base64.b64encode(key).decode("ascii") + "\n").encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp = _temporary_beside(path)
+    _write_new_private_file(tmp, _key_file_bytes(key))
     try:
         os.replace(tmp, path)
     except OSError:
