@@ -84,6 +84,12 @@ class Gateway:
         """Forget cool-downs, invalid keys, breakers and sticky sessions left by the previous test."""
         self.runtime.dispatcher.state = MemoryRoutingState()
 
+    def record(self, request_id: str) -> dict[str, Any]:
+        """The usage record of one request (waiting for the background writer)."""
+        rows = self.usage(request_id)
+        assert rows, f"no usage record was written for {request_id}"
+        return rows[0]
+
     def usage(self, request_id: str | None = None, wait: float = 3.0) -> list[dict[str, Any]]:
         """Usage records as stored in SQLite (waits for the background writer when asked for one id)."""
         deadline = time.monotonic() + wait
@@ -98,6 +104,24 @@ class Gateway:
             if rows or request_id is None or time.monotonic() > deadline:
                 return rows
             time.sleep(0.05)
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, label: str, raw: dict[str, Any]) -> Iterator[Gateway]:
+    """A gateway of a test module's own on loopback: `raw` config, with the test master key and
+    usage written every 0.05 s unless `raw` says otherwise."""
+    config = Config.model_validate(
+        {"master_key": MASTER_KEY, "usage": {"flush_interval_seconds": 0.05}, **raw}
+    )
+    with ServerThread(create_app(config, tmp_path_factory.mktemp(label)), lifespan="on") as server:
+        yield Gateway(server, server.app.state.runtime.data_dir)
+
+
+def chat_prompt_tokens(text: str, model: str) -> int:
+    """What the tokenizer counts for a one-message user prompt, with OpenAI's chat framing: 3 per
+    message, the role, the content, 3 priming the reply."""
+    from omnirelay.accounting.tokenizer import count_text
+
+    return 3 + count_text("user", model) + count_text(text, model) + 3
 
 
 def gateway_config(

@@ -11,11 +11,9 @@ import anthropic
 import pytest
 
 from omnirelay.accounting.tokenizer import count_input, count_text
-from omnirelay.app import create_app
-from omnirelay.config import Config
 from omnirelay.ingress.anthropic import decode
-from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway
-from tests.fakes import FakeState, ServerThread
+from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway, serve
+from tests.fakes import FakeState
 
 TEXT = "Summarise the plot of Hamlet in two sentences, please, and name the play's author."
 SYSTEM = "You are a concise literary assistant."
@@ -23,10 +21,10 @@ SYSTEM = "You are a concise literary assistant."
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "start-usage",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "oai",
@@ -39,10 +37,8 @@ def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
                     ],
                 }
             ],
-        }
+        },
     )
-    with ServerThread(create_app(config, tmp_path_factory.mktemp("start-usage")), lifespan="on") as server:
-        yield Gateway(server, server.app.state.runtime.data_dir)
 
 
 def counted(model: str) -> int:

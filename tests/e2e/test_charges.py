@@ -20,10 +20,8 @@ import pytest
 from google import genai
 from google.genai import types
 
-from omnirelay.app import create_app
-from omnirelay.config import Config
-from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, UPSTREAM_KEYS, Gateway
-from tests.fakes import FakeState, ServerThread
+from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, UPSTREAM_KEYS, Gateway, serve
+from tests.fakes import FakeState
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.gemini_upstream import FakeGeminiState
 
@@ -41,10 +39,10 @@ def gw(
     gemini_fake: FakeGeminiState,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "charges",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "oai",
@@ -69,10 +67,8 @@ def gw(
                 },
             ],
             "prices": {m: PRICE for m in ("cache-hit", "slow-stream")},
-        }
+        },
     )
-    with ServerThread(create_app(config, tmp_path_factory.mktemp("charges")), lifespan="on") as server:
-        yield Gateway(server, server.app.state.runtime.data_dir)
 
 
 def expected_cost(record: dict[str, Any]) -> int:

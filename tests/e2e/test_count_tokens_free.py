@@ -9,10 +9,8 @@ import anthropic
 import httpx
 import pytest
 
-from omnirelay.app import create_app
-from omnirelay.config import Config
-from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, Gateway
-from tests.fakes import FakeState, ServerThread
+from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, Gateway, serve
+from tests.fakes import FakeState
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.gemini_upstream import FakeGeminiState
 
@@ -26,10 +24,10 @@ def gw(
     gemini_fake: FakeGeminiState,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "count-tokens",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "anth",
@@ -54,10 +52,8 @@ def gw(
                 },
             ],
             "prices": {m: PRICE for m in ("claude-sonnet-4-6", "gemini-2.5-flash", "gpt-4o-mini")},
-        }
+        },
     )
-    with ServerThread(create_app(config, tmp_path_factory.mktemp("count-tokens")), lifespan="on") as server:
-        yield Gateway(server, server.app.state.runtime.data_dir)
 
 
 @pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-4o-mini"], ids=["native", "translated"])

@@ -11,22 +11,19 @@ import httpx
 import openai
 import pytest
 
-from omnirelay.app import create_app
-from omnirelay.config import Config
 from omnirelay.state.base import DAY
-from tests.conftest import MASTER_KEY, Gateway
+from tests.conftest import MASTER_KEY, Gateway, serve
 from tests.e2e.routing_support import clear_of_window_edge
-from tests.fakes import ServerThread
 
 HELLO = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "free-tier",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [{"name": "m", "type": "mock", "models": ["mock"]}],
             "billing": {
                 "free_tier": {
@@ -34,11 +31,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                     "per_key_daily": {"chat": 3},
                 }
             },
-        }
+        },
     )
-    data = tmp_path_factory.mktemp("free-tier")
-    with ServerThread(create_app(config, data), lifespan="on") as server:
-        yield Gateway(server, data)
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,8 @@ import httpx
 import openai
 import pytest
 
-from omnirelay.app import create_app
-from omnirelay.config import Config
 from omnirelay.storage.billing import hash_code
-from tests.conftest import MASTER_KEY, Gateway
-from tests.fakes import ServerThread
+from tests.conftest import MASTER_KEY, Gateway, serve
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 WORDS = [{"role": "user", "content": "one two three four"}]
@@ -25,19 +22,16 @@ WORDS = [{"role": "user", "content": "one two three four"}]
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "self-service",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [{"name": "m", "type": "mock", "models": ["priced", "mock"]}],
             # The mock counts words: "one two three four" is 4 tokens in, 5 out. At 1 and 2.5 micro-units
             # a token plus 3 a request, one such request costs 4 + 12.5 + 3 = 19.5 micro-units.
             "prices": {"priced": {"input": "1", "output": "2.5", "per_request": "0.000003"}},
-        }
+        },
     )
-    data = tmp_path_factory.mktemp("self-service")
-    with ServerThread(create_app(config, data), lifespan="on") as server:
-        yield Gateway(server, data)
 
 
 def bearer(key: str) -> dict[str, str]:

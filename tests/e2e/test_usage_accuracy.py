@@ -15,13 +15,19 @@ import pytest
 
 from omnirelay.accounting.prices import Price, charge
 from omnirelay.accounting.tokenizer import count_text
-from omnirelay.app import create_app
 from omnirelay.canonical.usage import Usage
-from omnirelay.config import Config
 from omnirelay.passthrough import gemini as gemini_passthrough
 from omnirelay.passthrough.gemini import complete_items
-from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MASTER_KEY, UPSTREAM_KEYS, Gateway
-from tests.fakes import FakeState, ServerThread
+from tests.conftest import (
+    ANTHROPIC_KEY,
+    GEMINI_KEY,
+    MASTER_KEY,
+    UPSTREAM_KEYS,
+    Gateway,
+    chat_prompt_tokens,
+    serve,
+)
+from tests.fakes import FakeState
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.gemini_upstream import FakeGeminiState
 
@@ -32,10 +38,14 @@ WORDS = " ".join(f"word{i}" for i in range(40))  # the fake echoes it back one w
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    # Load the encoding before the first stream: its one-time load holds the GIL for a moment, which
+    # here (gateway and fake upstream as threads of one process) would delay the fake noticing the
+    # disconnect, and let it send an event the gateway never read.
+    count_text("warm up", "gpt-4o")
+    yield from serve(
+        tmp_path_factory,
+        "usage-accuracy",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "oai",
@@ -53,15 +63,8 @@ def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
                 },
             ],
             "prices": {name: PRICE for name in [*MODELS, "translated", "compat-slow"]},
-        }
+        },
     )
-    data = tmp_path_factory.mktemp("usage-accuracy")
-    # Load the encoding before the first stream: its one-time load holds the GIL for a moment, which
-    # here (gateway and fake upstream as threads of one process) would delay the fake noticing the
-    # disconnect, and let it send an event the gateway never read.
-    count_text("warm up", "gpt-4o")
-    with ServerThread(create_app(config, data), lifespan="on") as server:
-        yield Gateway(server, data)
 
 
 def client(gw: Gateway) -> openai.OpenAI:
@@ -79,20 +82,9 @@ def sent_text(events: list[bytes]) -> str:
     return "".join(text)
 
 
-def prompt_tokens(text: str, model: str) -> int:
-    # OpenAI's chat framing: 3 per message, the role, the content, 3 priming the reply.
-    return 3 + count_text("user", model) + count_text(text, model) + 3
-
-
 def cost(input_tokens: int, output_tokens: int) -> int:
     price = Price.from_credits(**PRICE)
     return charge(price, Usage(input_tokens=input_tokens, output_tokens=output_tokens))
-
-
-def record_of(gw: Gateway, request_id: str) -> dict[str, Any]:
-    rows = gw.usage(request_id)
-    assert rows, "no usage record was written"
-    return rows[0]
 
 
 @pytest.mark.parametrize("model", ["slow-stream", "compat-slow"])
@@ -108,13 +100,13 @@ def test_client_disconnecting_mid_stream_is_charged_for_what_was_generated(
         received += chunk.choices[0].delta.content or "" if chunk.choices else ""
     stream.close()
 
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     sent = sent_text(fake.sent_events)
     assert sent.startswith(received)
     assert 0 < len(sent) < len("echo: " + WORDS), "the upstream should have been stopped mid-way"
     assert record["status"] == 499
     assert record["output_tokens"] == count_text(sent, "slow-stream") > 0
-    assert record["input_tokens"] == prompt_tokens(WORDS, "slow-stream")
+    assert record["input_tokens"] == chat_prompt_tokens(WORDS, "slow-stream")
     assert record["usage_estimated"] == 1
     expected = cost(record["input_tokens"], record["output_tokens"])
     whole = cost(record["input_tokens"], count_text("echo: " + WORDS, "slow-stream"))
@@ -130,12 +122,12 @@ def test_upstream_cut_mid_stream_is_charged_its_partial_output(gw: Gateway, fake
     with pytest.raises(openai.APIError):
         for _ in stream:
             pass
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     sent = sent_text(fake.sent_events)
     assert sent and len(sent) < len("echo: " + text)
     assert record["status"] == 502
     assert record["output_tokens"] == count_text(sent, "cut-stream")
-    assert record["input_tokens"] == prompt_tokens(text, "cut-stream")
+    assert record["input_tokens"] == chat_prompt_tokens(text, "cut-stream")
     assert record["usage_estimated"] == 1
     assert record["cost"] == cost(record["input_tokens"], record["output_tokens"]) > 0
 
@@ -144,10 +136,10 @@ TEXT = "how many tokens is this sentence, exactly?"
 
 
 def assert_counted(gw: Gateway, request_id: str) -> None:
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     assert record["status"] == 200 and record["usage_estimated"] == 1
     assert record["output_tokens"] == count_text("echo: " + TEXT, "no-usage")
-    assert record["input_tokens"] == prompt_tokens(TEXT, "no-usage")
+    assert record["input_tokens"] == chat_prompt_tokens(TEXT, "no-usage")
     assert record["cost"] == cost(record["input_tokens"], record["output_tokens"]) > 0
 
 
@@ -193,7 +185,7 @@ def test_upstream_usage_is_kept_when_it_arrives(gw: Gateway) -> None:
     ) as r:
         list(r.iter_lines())
         request_id = r.headers["x-request-id"]
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     # The fake counts words: 3 in, 4 out ("echo: one two three"), reported by the upstream itself.
     assert (record["input_tokens"], record["output_tokens"], record["usage_estimated"]) == (3, 4, 0)
 
@@ -203,10 +195,11 @@ def test_upstream_usage_is_kept_when_it_arrives(gw: Gateway) -> None:
 
 @pytest.fixture(scope="module")
 def agw(anthropic_fake: FakeAnthropicState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    count_text("warm up", "claude-sonnet-4-6")  # see gw
+    yield from serve(
+        tmp_path_factory,
+        "usage-anth",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "anth",
@@ -217,12 +210,8 @@ def agw(anthropic_fake: FakeAnthropicState, tmp_path_factory: pytest.TempPathFac
                 }
             ],
             "prices": {name: PRICE for name in ["slow-stream", "cut-stream", "claude-sonnet-4-6"]},
-        }
+        },
     )
-    count_text("warm up", "claude-sonnet-4-6")  # see gw
-    data = tmp_path_factory.mktemp("usage-anth")
-    with ServerThread(create_app(config, data), lifespan="on") as server:
-        yield Gateway(server, data)
 
 
 def anthropic_text(events: list[bytes]) -> tuple[str, int]:
@@ -254,7 +243,7 @@ def test_anthropic_client_disconnecting_is_charged_for_what_was_generated(
         if deltas == 3:
             break
     stream.close()
-    record = record_of(agw, request_id)
+    record = agw.record(request_id)
     sent, input_tokens = anthropic_text(anthropic_fake.sent_events)
     assert sent and len(sent) < len("echo: " + WORDS)
     assert record["status"] == 499 and record["usage_estimated"] == 1
@@ -273,7 +262,7 @@ def test_anthropic_upstream_cut_is_charged_its_partial_output(
         lines = list(r.iter_lines())
         request_id = r.headers["x-request-id"]
     assert "event: error" in lines
-    record = record_of(agw, request_id)
+    record = agw.record(request_id)
     sent, input_tokens = anthropic_text(anthropic_fake.sent_events)
     assert record["status"] == 502 and record["usage_estimated"] == 1
     assert (record["input_tokens"], record["output_tokens"]) == (input_tokens, count_text(sent, "cut-stream"))
@@ -285,7 +274,7 @@ def test_anthropic_upstream_usage_is_kept(agw: Gateway) -> None:
     ) as r:
         list(r.iter_lines())
         request_id = r.headers["x-request-id"]
-    record = record_of(agw, request_id)
+    record = agw.record(request_id)
     assert record["status"] == 200 and record["usage_estimated"] == 0
     assert (record["input_tokens"], record["output_tokens"]) == (2, 3)  # the fake counts words
 
@@ -295,10 +284,10 @@ def test_anthropic_upstream_usage_is_kept(agw: Gateway) -> None:
 
 @pytest.fixture(scope="module")
 def ggw(gemini_fake: FakeGeminiState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    yield from serve(
+        tmp_path_factory,
+        "usage-gem",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "gem",
@@ -309,11 +298,8 @@ def ggw(gemini_fake: FakeGeminiState, tmp_path_factory: pytest.TempPathFactory) 
                 }
             ],
             "prices": {"cut-stream": PRICE},
-        }
+        },
     )
-    data = tmp_path_factory.mktemp("usage-gem")
-    with ServerThread(create_app(config, data), lifespan="on") as server:
-        yield Gateway(server, data)
 
 
 @pytest.mark.parametrize("use_sse", [True, False, None], ids=["sse", "array", "long-array"])
@@ -335,7 +321,7 @@ def test_gemini_upstream_cut_is_charged_its_partial_output(
     chunks = [i for i in items if "candidates" in i]
     text = "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"])
     assert text and len(text) < len("echo: " + WORDS)
-    record = record_of(ggw, request_id)
+    record = ggw.record(request_id)
     assert record["status"] == 502 and record["usage_estimated"] == 1
     assert record["input_tokens"] == chunks[-1]["usageMetadata"]["promptTokenCount"]  # the upstream's
     assert record["output_tokens"] == count_text(text, "cut-stream") > 0

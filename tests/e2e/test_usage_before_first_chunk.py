@@ -13,11 +13,9 @@ import pytest
 
 from omnirelay.accounting.prices import Price, charge
 from omnirelay.accounting.tokenizer import count_text
-from omnirelay.app import create_app
 from omnirelay.canonical.usage import Usage
-from omnirelay.config import Config
-from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway
-from tests.fakes import FakeState, ServerThread
+from tests.conftest import MASTER_KEY, UPSTREAM_KEYS, Gateway, chat_prompt_tokens, serve
+from tests.fakes import FakeState
 
 PRICE = {"input": "1", "output": "2.5"}  # credits per 1M tokens: 1 and 2.5 micro-units a token
 MODELS = ["slow-first-chunk", "slow-stream", "fail-400", {"name": "claude-x", "upstream": "slow-stream"}]
@@ -26,10 +24,11 @@ TEXT = "the prompt the upstream has already read before the client went away"
 
 @pytest.fixture(scope="module")
 def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = Config.model_validate(
+    count_text("warm up", "gpt-4o")  # load the encoding before the first stream (see test_usage_accuracy)
+    yield from serve(
+        tmp_path_factory,
+        "first-chunk",
         {
-            "master_key": MASTER_KEY,
-            "usage": {"flush_interval_seconds": 0.05},
             "providers": [
                 {
                     "name": "oai",
@@ -40,26 +39,12 @@ def gw(fake: FakeState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
                 }
             ],
             "prices": {name: PRICE for name in ["slow-first-chunk", "slow-stream", "fail-400", "claude-x"]},
-        }
+        },
     )
-    count_text("warm up", "gpt-4o")  # load the encoding before the first stream (see test_usage_accuracy)
-    with ServerThread(create_app(config, tmp_path_factory.mktemp("first-chunk")), lifespan="on") as server:
-        yield Gateway(server, server.app.state.runtime.data_dir)
-
-
-def prompt_tokens(text: str, model: str) -> int:
-    # OpenAI's chat framing: 3 per message, the role, the content, 3 priming the reply.
-    return 3 + count_text("user", model) + count_text(text, model) + 3
-
-
-def record_of(gw: Gateway, request_id: str) -> dict[str, Any]:
-    rows = gw.usage(request_id)
-    assert rows, "no usage record was written"
-    return rows[0]
 
 
 def assert_prompt_charged(record: dict[str, Any], model: str) -> None:
-    expected = prompt_tokens(TEXT, model)
+    expected = chat_prompt_tokens(TEXT, model)
     assert record["status"] == 499
     assert (record["input_tokens"], record["output_tokens"], record["usage_estimated"]) == (expected, 0, 1)
     price = Price.from_credits(**PRICE)
@@ -78,7 +63,7 @@ def test_client_leaving_before_the_first_chunk_is_charged_the_prompt(
     )
     request_id = stream.response.headers["x-request-id"]
     stream.close()  # before any chunk arrived
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     assert fake.sent_events == [], "the upstream should not have sent any event"
     assert_prompt_charged(record, "slow-first-chunk")
 
@@ -94,7 +79,7 @@ def test_translated_stream_left_before_any_output_is_charged_the_prompt(
     )
     request_id = stream.response.headers["x-request-id"]
     stream.close()
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     assert len(fake.sent_events) == 1, "only the role chunk should have been sent"
     assert_prompt_charged(record, "slow-stream")
 
@@ -105,6 +90,6 @@ def test_stream_refused_before_it_started_is_charged_nothing(gw: Gateway, model:
     with pytest.raises(openai.APIStatusError) as caught:
         api.chat.completions.create(model=model, stream=True, messages=[{"role": "user", "content": TEXT}])
     request_id = caught.value.response.headers["x-request-id"]
-    record = record_of(gw, request_id)
+    record = gw.record(request_id)
     assert record["status"] == caught.value.status_code >= 400
     assert (record["input_tokens"], record["output_tokens"], record["cost"]) == (0, 0, 0)
