@@ -17,7 +17,15 @@ from starlette.responses import Response
 
 from omnirelay.accounting.prices import multiplier_text, parse_multiplier
 from omnirelay.admin.access import check_owner, own_scope
-from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
+from omnirelay.admin.params import (
+    BIGINT,
+    MAX_BODY,
+    future_time,
+    page,
+    page_json,
+    parse_model,
+    rfc3339_or_none,
+)
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound, PermissionDenied
 from omnirelay.pipeline import read_body
@@ -66,27 +74,11 @@ class KeyFields(BaseModel):
                 raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
         return value
 
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
-        if value is not None:
-            try:
-                value.astimezone(UTC)
-            except (OverflowError, ValueError):
-                raise ValueError("is out of range") from None
-            if value.astimezone(UTC).year > 9998:
-                raise ValueError("is out of range (year 9998 at the latest)")
-        return value
+    _expiry = field_validator("expires_at")(future_time)
 
 
 class KeyUpdate(KeyFields):
     status: Literal["active", "disabled"] | None = None
-
-
-def _rfc3339(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def key_json(key: KeyRecord) -> dict[str, Any]:
@@ -100,8 +92,8 @@ def key_json(key: KeyRecord) -> dict[str, Any]:
         "status": "expired"
         if key.status == "active" and key.expires_at is not None and key.expires_at <= time.time()
         else key.status,
-        "created_at": _rfc3339(key.created_at),
-        "expires_at": _rfc3339(key.expires_at),
+        "created_at": rfc3339_or_none(key.created_at),
+        "expires_at": rfc3339_or_none(key.expires_at),
         "quota": key.quota,
         "allowed_models": key.allowed_models,
         "allowed_ips": key.allowed_ips,

@@ -5,6 +5,7 @@ offset}`. One place, so validation errors and pagination are alike across the ad
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -42,3 +43,26 @@ def page(params: Mapping[str, str]) -> tuple[int, int]:
 
 def page_json(items: list[dict[str, Any]], limit: int, offset: int, **extra: Any) -> bytes:
     return json.dumps({"object": "list", "data": items, "limit": limit, "offset": offset, **extra})
+
+
+def rfc3339(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time ("2026-11-25T10:00:00Z")."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def rfc3339_or_none(ts: float | None) -> str | None:
+    return None if ts is None else rfc3339(ts)
+
+
+def future_time(value: datetime | None) -> datetime | None:
+    """A validator for expiry times: an RFC 3339 time with a zone, within the database's range."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
+    try:
+        if value.astimezone(UTC).year > 9998:
+            raise ValueError("is out of range (year 9998 at the latest)")
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    return value

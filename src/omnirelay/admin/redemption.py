@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
-from omnirelay.admin.params import BIGINT, MAX_BODY, page, page_json, parse_model
+from omnirelay.admin.params import (
+    BIGINT,
+    MAX_BODY,
+    future_time,
+    page,
+    page_json,
+    parse_model,
+    rfc3339_or_none,
+)
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, list_of, model_schema, nullable
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound
@@ -32,23 +40,7 @@ class CodesCreate(BaseModel):
     expires_at: datetime | None = None  # RFC 3339; null = never
     batch: str | None = Field(None, min_length=1, max_length=128)  # a label; generated when omitted
 
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("needs a time zone (RFC 3339, e.g. 2026-12-31T23:59:59Z)")
-        try:
-            if value.astimezone(UTC).year > 9998:
-                raise ValueError("is out of range (year 9998 at the latest)")
-        except OverflowError:
-            raise ValueError("is out of range") from None
-        return value
-
-
-def _rfc3339(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    _expiry = field_validator("expires_at")(future_time)
 
 
 def code_json(code: RedemptionCode, now: float) -> dict[str, Any]:
@@ -64,10 +56,10 @@ def code_json(code: RedemptionCode, now: float) -> dict[str, Any]:
         "batch": code.batch,
         "value": code.value,
         "status": status,
-        "created_at": _rfc3339(code.created_at),
-        "expires_at": _rfc3339(code.expires_at),
+        "created_at": rfc3339_or_none(code.created_at),
+        "expires_at": rfc3339_or_none(code.expires_at),
         "redeemed_by": code.redeemed_by,
-        "redeemed_at": _rfc3339(code.redeemed_at),
+        "redeemed_at": rfc3339_or_none(code.redeemed_at),
     }
 
 
@@ -80,7 +72,7 @@ async def create(rt: Runtime, request: Request, call: Call) -> Response:
         "object": "redemption_code_batch",
         "batch": batch,
         "value": fields.value,
-        "expires_at": _rfc3339(expires_at),
+        "expires_at": rfc3339_or_none(expires_at),
         "codes": codes,  # the plaintexts, this once
     }
     return call.json_response(json.dumps(body), status=201)

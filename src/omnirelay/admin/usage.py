@@ -11,14 +11,14 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from omnirelay.admin.access import check_owner, own_scope
-from omnirelay.admin.params import page, page_json
+from omnirelay.admin.params import page, page_json, rfc3339, rfc3339_or_none
 from omnirelay.admin.spec import PAGE_QUERY, Operation, QueryParam, nullable, ref
 from omnirelay.call import Call
 from omnirelay.errors import BadRequest, NotFound, PermissionDenied
@@ -38,10 +38,6 @@ STATUS_CLASSES = {
     "error": (400, 1000),
     "success": (100, 400),
 }
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _text(params: Mapping[str, str], name: str) -> str | None:
@@ -145,8 +141,8 @@ async def summary(rt: Runtime, request: Request, call: Call) -> Response:
     totals = rows[0] if not group_by and bucket is None else (await rt.store.usage_summary(flt))[0]
     body = {
         "object": "usage_summary",
-        "from": None if flt.since is None else rfc3339(flt.since),
-        "to": None if flt.until is None else rfc3339(flt.until),
+        "from": rfc3339_or_none(flt.since),
+        "to": rfc3339_or_none(flt.until),
         "group_by": group_by,
         "bucket": bucket,
         "data": rows,
